@@ -38,11 +38,10 @@ const KNOWN_KEYS: &[&str] = &[
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    #[error("cannot read values file {path}: {source}")]
+    #[error("cannot read values file {path}: {error}")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("values file {path}: {message}")]
     File { path: PathBuf, message: String },
@@ -222,9 +221,9 @@ fn default_rule_files() -> Vec<String> {
 impl Values {
     /// Reads and validates a values file; errors name the file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         Self::from_yaml_str(&text).map_err(|e| ConfigError::File {
             path: path.to_owned(),
@@ -243,8 +242,8 @@ impl Values {
                 text.len()
             )));
         }
-        let doc: Value =
-            serde_yaml::from_str(text).map_err(|e| ConfigError::Invalid(format!("not valid YAML: {e}")))?;
+        let doc: Value = serde_yaml::from_str(text)
+            .map_err(|e| ConfigError::Invalid(format!("not valid YAML: {e}")))?;
         let map = match doc {
             Value::Null => Mapping::new(),
             Value::Mapping(m) => m,
@@ -252,21 +251,26 @@ impl Values {
                 return Err(ConfigError::Invalid(format!(
                     "expected a mapping of keys at the top level, found {}",
                     describe(&other)
-                )))
+                )));
             }
         };
         check_known_keys(&map)?;
         let raw: RawValues = serde_yaml::from_value(Value::Mapping(map))
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let mut additional = Vec::new();
-        for (i, sc) in raw.additional_scrape_configs.unwrap_or_default().into_iter().enumerate() {
+        for (i, sc) in raw
+            .additional_scrape_configs
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
             match sc {
                 Value::Mapping(m) => additional.push(m),
                 other => {
                     return Err(ConfigError::Invalid(format!(
                         "additionalScrapeConfigs[{i}]: expected a scrape config mapping, found {}",
                         describe(&other)
-                    )))
+                    )));
                 }
             }
         }
@@ -310,7 +314,11 @@ impl Values {
         for (i, sc) in self.additional_scrape_configs.iter().enumerate() {
             let job = match sc.get("job_name") {
                 Some(Value::String(j)) if !j.is_empty() => j.clone(),
-                Some(_) => return bad(format!("additionalScrapeConfigs[{i}]: job_name must be a non-empty string")),
+                Some(_) => {
+                    return bad(format!(
+                        "additionalScrapeConfigs[{i}]: job_name must be a non-empty string"
+                    ));
+                }
                 None => return bad(format!("additionalScrapeConfigs[{i}] has no job_name")),
             };
             if !jobs.insert(job.clone()) {
@@ -326,21 +334,36 @@ impl Values {
                 return bad(format!("ruleFiles[{i}] is empty"));
             }
             if key == PROMETHEUS_YML {
-                return bad(format!("ruleFiles[{i}]: {PROMETHEUS_YML} is the main configuration, not a rule file"));
+                return bad(format!(
+                    "ruleFiles[{i}]: {PROMETHEUS_YML} is the main configuration, not a rule file"
+                ));
             }
             if !keys.insert(key) {
                 return bad(format!("ruleFiles[{i}]: {key:?} is listed twice"));
             }
         }
-        validate_match("match.configMap", &self.r#match.config_map.name, &self.r#match.config_map.labels)?;
-        validate_match("match.deployment", &self.r#match.deployment.name, &self.r#match.deployment.labels)?;
+        validate_match(
+            "match.configMap",
+            &self.r#match.config_map.name,
+            &self.r#match.config_map.labels,
+        )?;
+        validate_match(
+            "match.deployment",
+            &self.r#match.deployment.name,
+            &self.r#match.deployment.labels,
+        )?;
         if self.r#match.deployment.container.is_empty() {
             return bad("match.deployment.container must not be empty".to_owned());
         }
         self.validate_federation_secrets()
     }
 
-    fn validate_static_configs(&self, i: usize, job: &str, sc: &Mapping) -> Result<(), ConfigError> {
+    fn validate_static_configs(
+        &self,
+        i: usize,
+        job: &str,
+        sc: &Mapping,
+    ) -> Result<(), ConfigError> {
         let label = &self.cluster_label_name;
         let statics = match sc.get("static_configs") {
             None | Some(Value::Null) => return Ok(()),
@@ -348,7 +371,7 @@ impl Values {
             Some(_) => {
                 return Err(ConfigError::Invalid(format!(
                     "additionalScrapeConfigs[{i}] (job {job:?}): static_configs must be a list"
-                )))
+                )));
             }
         };
         for (j, st) in statics.iter().enumerate() {
@@ -359,14 +382,14 @@ impl Values {
                     return Err(ConfigError::Invalid(format!(
                         "scrape config {job:?} for targets {targets} (static_configs[{j}]) labels its targets \
                          {label}={v:?}, which is localClusterName: federated series would mix with local ones"
-                    )))
+                    )));
                 }
                 Some(Value::String(v)) if !v.is_empty() => {}
                 _ => {
                     return Err(ConfigError::Invalid(format!(
                         "scrape config {job:?} for targets {targets} (static_configs[{j}]) does not have a \
                          non-empty label {label:?}"
-                    )))
+                    )));
                 }
             }
         }
@@ -389,7 +412,9 @@ impl Values {
             }
             let p = &s.mount_path;
             if !p.starts_with('/') {
-                return Err(ConfigError::Invalid(format!("{at}: mountPath {p:?} is not absolute")));
+                return Err(ConfigError::Invalid(format!(
+                    "{at}: mountPath {p:?} is not absolute"
+                )));
             }
             if normalize_path(p).as_deref() != Some(p.as_str()) {
                 return Err(ConfigError::Invalid(format!(
@@ -412,7 +437,9 @@ impl Values {
             }
             if let Some(mode) = s.default_mode {
                 if !(0..=0o777).contains(&mode) {
-                    return Err(ConfigError::Invalid(format!("{at}: defaultMode {mode} is not within 0..=0777")));
+                    return Err(ConfigError::Invalid(format!(
+                        "{at}: defaultMode {mode} is not within 0..=0777"
+                    )));
                 }
             }
             paths.push((i, p.clone()));
@@ -421,12 +448,18 @@ impl Values {
     }
 }
 
-fn validate_match(at: &str, name: &str, labels: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+fn validate_match(
+    at: &str,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
     if name.is_empty() {
         return Err(ConfigError::Invalid(format!("{at}.name must not be empty")));
     }
     if let Some(k) = labels.keys().find(|k| k.is_empty()) {
-        return Err(ConfigError::Invalid(format!("{at}.labels has an empty key {k:?}")));
+        return Err(ConfigError::Invalid(format!(
+            "{at}.labels has an empty key {k:?}"
+        )));
     }
     Ok(())
 }
@@ -445,7 +478,12 @@ fn check_known_keys(map: &Mapping) -> Result<(), ConfigError> {
         }
         let best = KNOWN_KEYS
             .iter()
-            .map(|known| (strsim::damerau_levenshtein(&k.to_lowercase(), &known.to_lowercase()), known))
+            .map(|known| {
+                (
+                    strsim::damerau_levenshtein(&k.to_lowercase(), &known.to_lowercase()),
+                    known,
+                )
+            })
             .min_by_key(|(d, _)| *d);
         let hint = match best {
             Some((d, known)) if d <= 3 => format!("; did you mean {known:?}?"),
@@ -463,10 +501,18 @@ fn flow_list(v: Option<&Value>) -> String {
             .iter()
             .map(|i| match i {
                 Value::String(s) => s.clone(),
-                other => serde_yaml::to_string(other).unwrap_or_default().trim().to_owned(),
+                other => serde_yaml::to_string(other)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
             })
             .collect(),
-        Some(other) => vec![serde_yaml::to_string(other).unwrap_or_default().trim().to_owned()],
+        Some(other) => vec![
+            serde_yaml::to_string(other)
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+        ],
         None => Vec::new(),
     };
     format!("[{}]", items.join(", "))
@@ -498,7 +544,9 @@ pub fn is_dns1123_subdomain(s: &str) -> bool {
         && s.len() <= 253
         && s.split('.').all(|part| {
             !part.is_empty()
-                && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !part.starts_with('-')
                 && !part.ends_with('-')
         })
@@ -520,7 +568,11 @@ fn normalize_path(p: &str) -> Option<String> {
     }
     // `Path::components` silently drops `.`, `//` and a trailing `/`; compare textually.
     let joined = format!("/{}", parts.join("/"));
-    if p.contains("/./") || p.ends_with("/.") || p.contains("//") || (p.len() > 1 && p.ends_with('/')) {
+    if p.contains("/./")
+        || p.ends_with("/.")
+        || p.contains("//")
+        || (p.len() > 1 && p.ends_with('/'))
+    {
         return Some(format!("{joined}\u{0}"));
     }
     Some(joined)
@@ -528,7 +580,8 @@ fn normalize_path(p: &str) -> Option<String> {
 
 /// True when one path equals the other or is nested inside it.
 fn path_overlaps(a: &str, b: &str) -> bool {
-    let nested = |x: &str, y: &str| x == y || x.starts_with(&format!("{}/", y.trim_end_matches('/')));
+    let nested =
+        |x: &str, y: &str| x == y || x.starts_with(&format!("{}/", y.trim_end_matches('/')));
     nested(a, b) || nested(b, a)
 }
 
@@ -561,7 +614,9 @@ additionalScrapeConfigs:
 "#;
 
     fn err(text: &str) -> String {
-        Values::from_yaml_str(text).expect_err("must be rejected").to_string()
+        Values::from_yaml_str(text)
+            .expect_err("must be rejected")
+            .to_string()
     }
 
     #[test]
@@ -577,15 +632,25 @@ additionalScrapeConfigs:
     #[test]
     fn empty_and_null_mean_defaults() {
         assert_eq!(Values::from_yaml_str("").unwrap(), Values::default());
-        assert_eq!(Values::from_yaml_str("#@data/values\n---\n").unwrap(), Values::default());
-        let v = Values::from_yaml_str("localClusterName:\nclusterLabelName: ~\nadditionalScrapeConfigs:\n").unwrap();
+        assert_eq!(
+            Values::from_yaml_str("#@data/values\n---\n").unwrap(),
+            Values::default()
+        );
+        let v = Values::from_yaml_str(
+            "localClusterName:\nclusterLabelName: ~\nadditionalScrapeConfigs:\n",
+        )
+        .unwrap();
         assert_eq!(v, Values::default());
     }
 
     #[test]
     fn typo_suggests_the_known_key() {
         let e = err("localClustername: tools\n");
-        assert!(e.contains("unknown key \"localClustername\"") && e.contains("did you mean \"localClusterName\""), "{e}");
+        assert!(
+            e.contains("unknown key \"localClustername\"")
+                && e.contains("did you mean \"localClusterName\""),
+            "{e}"
+        );
         let e = err("frobnicate: 1\n");
         assert!(e.contains("known keys are"), "{e}");
     }
@@ -593,7 +658,9 @@ additionalScrapeConfigs:
     #[test]
     fn cluster_label_name_must_be_a_label_name() {
         assert!(err("clusterLabelName: 1cluster\n").contains("not a valid Prometheus label name"));
-        assert!(err("clusterLabelName: my-cluster\n").contains("not a valid Prometheus label name"));
+        assert!(
+            err("clusterLabelName: my-cluster\n").contains("not a valid Prometheus label name")
+        );
         assert!(err("clusterLabelName: __cluster\n").contains("starts with \"__\""));
         assert!(Values::from_yaml_str("clusterLabelName: originCluster\n").is_ok());
     }
@@ -605,19 +672,38 @@ additionalScrapeConfigs:
 
     #[test]
     fn scrape_configs_need_job_names_unique() {
-        assert!(err("additionalScrapeConfigs:\n- static_configs: []\n").contains("additionalScrapeConfigs[0] has no job_name"));
+        assert!(
+            err("additionalScrapeConfigs:\n- static_configs: []\n")
+                .contains("additionalScrapeConfigs[0] has no job_name")
+        );
         let e = err("additionalScrapeConfigs:\n- job_name: a\n- job_name: a\n");
-        assert!(e.contains("additionalScrapeConfigs[1]") && e.contains("used twice"), "{e}");
-        assert!(err("additionalScrapeConfigs:\n- 3\n").contains("additionalScrapeConfigs[0]: expected a scrape config mapping"));
+        assert!(
+            e.contains("additionalScrapeConfigs[1]") && e.contains("used twice"),
+            "{e}"
+        );
+        assert!(
+            err("additionalScrapeConfigs:\n- 3\n")
+                .contains("additionalScrapeConfigs[0]: expected a scrape config mapping")
+        );
     }
 
     #[test]
     fn static_configs_need_the_cluster_label() {
-        let e = err("additionalScrapeConfigs:\n- job_name: fed\n  static_configs:\n  - targets: [a:9090]\n    labels: {env: x}\n");
-        assert!(e.contains("scrape config \"fed\" for targets [a:9090]") && e.contains("label \"cluster\""), "{e}");
-        let e = err("clusterLabelName: originCluster\nadditionalScrapeConfigs:\n- job_name: fed\n  static_configs:\n  - targets: [a]\n    labels: {cluster: x}\n");
+        let e = err(
+            "additionalScrapeConfigs:\n- job_name: fed\n  static_configs:\n  - targets: [a:9090]\n    labels: {env: x}\n",
+        );
+        assert!(
+            e.contains("scrape config \"fed\" for targets [a:9090]")
+                && e.contains("label \"cluster\""),
+            "{e}"
+        );
+        let e = err(
+            "clusterLabelName: originCluster\nadditionalScrapeConfigs:\n- job_name: fed\n  static_configs:\n  - targets: [a]\n    labels: {cluster: x}\n",
+        );
         assert!(e.contains("label \"originCluster\""), "{e}");
-        let e = err("localClusterName: tools\nadditionalScrapeConfigs:\n- job_name: fed\n  static_configs:\n  - targets: [a]\n    labels: {cluster: tools}\n");
+        let e = err(
+            "localClusterName: tools\nadditionalScrapeConfigs:\n- job_name: fed\n  static_configs:\n  - targets: [a]\n    labels: {cluster: tools}\n",
+        );
         assert!(e.contains("which is localClusterName"), "{e}");
     }
 
@@ -625,7 +711,8 @@ additionalScrapeConfigs:
     fn rule_files_are_checked() {
         assert!(err("ruleFiles: [prometheus.yml]\n").contains("main configuration"));
         assert!(err("ruleFiles: [a, a]\n").contains("listed twice"));
-        let v = Values::from_yaml_str("ruleFiles: [recording_rules.yml, alerting_rules.yml]\n").unwrap();
+        let v = Values::from_yaml_str("ruleFiles: [recording_rules.yml, alerting_rules.yml]\n")
+            .unwrap();
         assert_eq!(v.rule_files.len(), 2);
     }
 
@@ -641,16 +728,28 @@ additionalScrapeConfigs:
     #[test]
     fn federation_secrets_are_checked() {
         let ok = "federationSecrets:\n- secretName: fed-certs\n  mountPath: /etc/prometheus/addCerts/federation\n";
-        assert_eq!(Values::from_yaml_str(ok).unwrap().federation_secrets.len(), 1);
+        assert_eq!(
+            Values::from_yaml_str(ok).unwrap().federation_secrets.len(),
+            1
+        );
         let cases = [
             ("- secretName: Fed_Certs\n  mountPath: /a\n", "DNS-1123"),
             ("- secretName: a\n  mountPath: rel/path\n", "not absolute"),
             ("- secretName: a\n  mountPath: /a/../b\n", "not normalized"),
             ("- secretName: a\n  mountPath: /a/\n", "not normalized"),
-            ("- secretName: a\n  mountPath: /etc/config/x\n", "overlaps /etc/config"),
+            (
+                "- secretName: a\n  mountPath: /etc/config/x\n",
+                "overlaps /etc/config",
+            ),
             ("- secretName: a\n  mountPath: /data\n", "overlaps /data"),
-            ("- secretName: a\n  mountPath: /x\n- secretName: b\n  mountPath: /x/y\n", "federationSecrets[1]"),
-            ("- secretName: a\n  mountPath: /x\n- secretName: a\n  mountPath: /y\n", "listed twice"),
+            (
+                "- secretName: a\n  mountPath: /x\n- secretName: b\n  mountPath: /x/y\n",
+                "federationSecrets[1]",
+            ),
+            (
+                "- secretName: a\n  mountPath: /x\n- secretName: a\n  mountPath: /y\n",
+                "listed twice",
+            ),
         ];
         for (yaml, want) in cases {
             let e = err(&format!("federationSecrets:\n{yaml}"));

@@ -2,7 +2,18 @@
 //! JSON patch that turns it into its federated form. No I/O, no globals: the webhook
 //! ([`crate::admission`]) and `promfed mutate` ([`crate::cli`]) share it.
 
+use k8s_openapi::api::core::v1::ConfigMap;
+use serde::Deserialize;
+
 use crate::config::Values;
+
+pub mod configmap;
+pub mod rules;
+pub mod scrape;
+
+/// Largest data value we parse. A ConfigMap is capped at 1 MiB by the API server; anything
+/// bigger did not come from it.
+pub const MAX_DOCUMENT_BYTES: usize = 2 * 1024 * 1024;
 
 /// Which kind of object a mutation was decided for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +44,12 @@ pub enum RewriteError {
     Yaml { key: String, message: String },
     /// A rule's expression cannot be rewritten.
     #[error("data key {key:?}, group {group:?}, rule {rule:?}: {message}")]
-    Rule { key: String, group: String, rule: String, message: String },
+    Rule {
+        key: String,
+        group: String,
+        rule: String,
+        message: String,
+    },
     /// The object itself is malformed (e.g. `data` is not a string map).
     #[error("{0}")]
     Object(String),
@@ -42,8 +58,65 @@ pub enum RewriteError {
     Deployment { name: String, message: String },
 }
 
+/// The result of rewriting one text document: `text` is `None` when nothing changes (the input
+/// is then kept byte for byte, which is what makes the rewrite idempotent).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Edit {
+    pub text: Option<String>,
+    pub warnings: Vec<String>,
+}
+
+impl Edit {
+    fn unchanged(warnings: Vec<String>) -> Self {
+        Self {
+            text: None,
+            warnings,
+        }
+    }
+}
+
+/// Parses one YAML document with the size limit applied first.
+fn parse_yaml(text: &str) -> Result<serde_yaml::Value, String> {
+    if text.len() > MAX_DOCUMENT_BYTES {
+        return Err(format!(
+            "document is {} bytes, more than the limit of {MAX_DOCUMENT_BYTES}",
+            text.len()
+        ));
+    }
+    serde_yaml::from_str(text).map_err(|e| format!("not valid YAML: {e}"))
+}
+
 /// Decides the mutation of one Kubernetes object given as JSON (as in an AdmissionReview).
-pub fn mutate_object(object: &serde_json::Value, values: &Values) -> Result<Mutation, RewriteError> {
-    let _ = (object, values);
-    Ok(Mutation::default())
+/// Objects that are not the configured Prometheus server ConfigMap pass with no patch.
+pub fn mutate_object(
+    object: &serde_json::Value,
+    values: &Values,
+) -> Result<Mutation, RewriteError> {
+    let api_version = object.get("apiVersion").and_then(serde_json::Value::as_str);
+    let kind = object.get("kind").and_then(serde_json::Value::as_str);
+    match (api_version, kind) {
+        (Some("v1"), Some("ConfigMap")) => mutate_configmap(object, values),
+        _ => Ok(Mutation::default()),
+    }
+}
+
+fn mutate_configmap(object: &serde_json::Value, values: &Values) -> Result<Mutation, RewriteError> {
+    let cm = ConfigMap::deserialize(object)
+        .map_err(|e| RewriteError::Object(format!("not a valid ConfigMap: {e}")))?;
+    if !configmap::matches(&cm, values) {
+        return Ok(Mutation::default());
+    }
+    let rewrite = configmap::rewrite_configmap(&cm, values)?;
+    let ops = rewrite
+        .changed
+        .into_iter()
+        .map(|(key, text)| {
+            crate::patch::replace(["data", key.as_str()], serde_json::Value::String(text))
+        })
+        .collect();
+    Ok(Mutation {
+        target: Some(Target::ConfigMap),
+        patch: json_patch::Patch(ops),
+        warnings: rewrite.warnings,
+    })
 }
