@@ -7,12 +7,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use promfed::cli::{mutate_stream, OutputFormat, EXAMPLE_CONFIGMAP, EXAMPLE_VALUES};
+use promfed::cli::{EXAMPLE_CONFIGMAP, EXAMPLE_VALUES, OutputFormat, mutate_stream};
 use promfed::config::Values;
 use serde_yaml::Value;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/golden")
+        .join(name)
 }
 
 fn seed_values() -> Values {
@@ -27,8 +29,12 @@ fn assert_golden(name: &str, actual: &str) {
         std::fs::write(&path, actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; run with UPDATE_GOLDEN=1 to create it", path.display()));
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run with UPDATE_GOLDEN=1 to create it",
+            path.display()
+        )
+    });
     if expected != actual {
         let diff = similar::TextDiff::from_lines(&expected, actual)
             .unified_diff()
@@ -45,8 +51,14 @@ fn mutate(input: &str, format: OutputFormat) -> String {
 
 #[test]
 fn tkg_configmap_matches_golden_yaml_and_patch() {
-    assert_golden("tkg-mutated.yaml", &mutate(EXAMPLE_CONFIGMAP, OutputFormat::Yaml));
-    assert_golden("tkg-patch.json", &mutate(EXAMPLE_CONFIGMAP, OutputFormat::Patch));
+    assert_golden(
+        "tkg-mutated.yaml",
+        &mutate(EXAMPLE_CONFIGMAP, OutputFormat::Yaml),
+    );
+    assert_golden(
+        "tkg-patch.json",
+        &mutate(EXAMPLE_CONFIGMAP, OutputFormat::Patch),
+    );
 }
 
 #[test]
@@ -66,14 +78,20 @@ fn untouched_keys_and_metadata_are_preserved() {
     for key in ["alerting_rules.yml", "alerts", "rules"] {
         assert_eq!(out["data"][key], orig["data"][key], "{key}");
     }
-    let prom: Value = serde_yaml::from_str(out["data"]["prometheus.yml"].as_str().unwrap()).unwrap();
-    let orig_prom: Value = serde_yaml::from_str(orig["data"]["prometheus.yml"].as_str().unwrap()).unwrap();
+    let prom: Value =
+        serde_yaml::from_str(out["data"]["prometheus.yml"].as_str().unwrap()).unwrap();
+    let orig_prom: Value =
+        serde_yaml::from_str(orig["data"]["prometheus.yml"].as_str().unwrap()).unwrap();
     for key in ["global", "rule_files", "alerting"] {
         assert_eq!(prom[key], orig_prom[key], "{key}");
     }
     let jobs = prom["scrape_configs"].as_sequence().unwrap();
     let orig_jobs = orig_prom["scrape_configs"].as_sequence().unwrap();
-    assert_eq!(jobs.len(), orig_jobs.len() + 1, "one federation job appended");
+    assert_eq!(
+        jobs.len(),
+        orig_jobs.len() + 1,
+        "one federation job appended"
+    );
     for (job, orig_job) in jobs.iter().zip(orig_jobs) {
         let mut stripped = job.clone();
         let rules = stripped["relabel_configs"].as_sequence_mut().unwrap();
@@ -90,18 +108,32 @@ fn untouched_keys_and_metadata_are_preserved() {
     }
     let fed = jobs.last().unwrap();
     assert_eq!(fed["job_name"], Value::from("federation"));
-    assert!(fed.get("relabel_configs").is_none(), "the federation job is not labelled local");
+    assert!(
+        fed.get("relabel_configs").is_none(),
+        "the federation job is not labelled local"
+    );
 }
 
 #[test]
 fn alerting_rules_are_rewritten_when_listed() {
-    let values = Values::from_yaml_str("ruleFiles: [recording_rules.yml, alerting_rules.yml, alerts, rules]\n").unwrap();
+    let values = Values::from_yaml_str(
+        "ruleFiles: [recording_rules.yml, alerting_rules.yml, alerts, rules]\n",
+    )
+    .unwrap();
     let out = mutate_stream(EXAMPLE_CONFIGMAP, &values, OutputFormat::Yaml).unwrap();
     let doc: Value = serde_yaml::from_str(&out.text).unwrap();
-    let alerts: Value = serde_yaml::from_str(doc["data"]["alerting_rules.yml"].as_str().unwrap()).unwrap();
+    let alerts: Value =
+        serde_yaml::from_str(doc["data"]["alerting_rules.yml"].as_str().unwrap()).unwrap();
     for rule in alerts["groups"][0]["rules"].as_sequence().unwrap() {
         assert_eq!(rule["labels"]["cluster"], Value::from("local"));
-        assert!(rule["expr"].as_str().unwrap().contains(r#"cluster="local""#), "{:?}", rule["expr"]);
+        assert!(
+            rule["expr"]
+                .as_str()
+                .unwrap()
+                .contains(r#"cluster="local""#),
+            "{:?}",
+            rule["expr"]
+        );
     }
     // `{}` rule files stay exactly as they were.
     assert_eq!(doc["data"]["alerts"], Value::from("{}\n"));
@@ -113,22 +145,31 @@ fn multi_document_stream_passes_other_documents_verbatim() {
     let input = format!("{other}---\n{EXAMPLE_CONFIGMAP}");
     let out = mutate(&input, OutputFormat::Yaml);
     assert!(out.starts_with(other), "{}", &out[..200.min(out.len())]);
-    assert_eq!(out.matches("\n---\n").count() + usize::from(out.starts_with("---\n")), 1);
+    assert_eq!(
+        out.matches("\n---\n").count() + usize::from(out.starts_with("---\n")),
+        1
+    );
     assert!(out.contains("replacement: shared-tools"));
 }
 
 // ---- real Prometheus: promtool check config / check rules -------------------------------------
 
 fn promtool() -> PathBuf {
-    let found = std::env::var_os("PATH")
-        .and_then(|p| std::env::split_paths(&p).map(|d| d.join("promtool")).find(|p| p.is_file()));
+    let found = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("promtool"))
+            .find(|p| p.is_file())
+    });
     found.unwrap_or_else(|| {
         panic!("promtool not found on PATH: install Debian's prometheus package (apt-get install -y prometheus); .ci/test does this")
     })
 }
 
 fn run_promtool(args: &[&std::ffi::OsStr]) {
-    let out = Command::new(promtool()).args(args).output().expect("run promtool");
+    let out = Command::new(promtool())
+        .args(args)
+        .output()
+        .expect("run promtool");
     assert!(
         out.status.success(),
         "promtool {:?} failed:\n{}\n{}",
@@ -146,8 +187,12 @@ fn make_checkable(prom: &mut Value, dir: &Path, rule_files: &[PathBuf]) {
     fn walk(v: &mut Value, dir: &Path) {
         match v {
             Value::Mapping(m) => {
-                if m.remove("kubernetes_sd_configs").is_some() && !m.contains_key("static_configs") {
-                    m.insert("static_configs".into(), serde_yaml::from_str("[{targets: ['127.0.0.1:9']}]").unwrap());
+                if m.remove("kubernetes_sd_configs").is_some() && !m.contains_key("static_configs")
+                {
+                    m.insert(
+                        "static_configs".into(),
+                        serde_yaml::from_str("[{targets: ['127.0.0.1:9']}]").unwrap(),
+                    );
                 }
                 for (k, child) in m.iter_mut() {
                     let is_file = k.as_str().is_some_and(|k| k.ends_with("_file"));
@@ -164,7 +209,12 @@ fn make_checkable(prom: &mut Value, dir: &Path, rule_files: &[PathBuf]) {
         }
     }
     walk(prom, dir);
-    prom["rule_files"] = Value::Sequence(rule_files.iter().map(|p| Value::from(p.to_str().unwrap())).collect());
+    prom["rule_files"] = Value::Sequence(
+        rule_files
+            .iter()
+            .map(|p| Value::from(p.to_str().unwrap()))
+            .collect(),
+    );
     // A real certificate/key pair for the tls_config files, and a token file.
     let ca = rcgen::generate_simple_self_signed(vec!["prom-federation".to_owned()]).unwrap();
     for (name, body) in [
@@ -187,12 +237,18 @@ fn promtool_accepts_every_rewritten_file() {
     let doc: Value = serde_yaml::from_str(&out.text).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut rule_paths = Vec::new();
-    for key in ["recording_rules.yml", "alerting_rules.yml", "alerts", "rules"] {
+    for key in [
+        "recording_rules.yml",
+        "alerting_rules.yml",
+        "alerts",
+        "rules",
+    ] {
         let path = dir.path().join(key);
         std::fs::write(&path, doc["data"][key].as_str().unwrap()).unwrap();
         rule_paths.push(path);
     }
-    let mut prom: Value = serde_yaml::from_str(doc["data"]["prometheus.yml"].as_str().unwrap()).unwrap();
+    let mut prom: Value =
+        serde_yaml::from_str(doc["data"]["prometheus.yml"].as_str().unwrap()).unwrap();
     make_checkable(&mut prom, dir.path(), &rule_paths);
     let prom_path = dir.path().join("prometheus.yml");
     std::fs::write(&prom_path, serde_yaml::to_string(&prom).unwrap()).unwrap();
@@ -200,4 +256,45 @@ fn promtool_accepts_every_rewritten_file() {
     for p in &rule_paths {
         run_promtool(&["check".as_ref(), "rules".as_ref(), p.as_os_str()]);
     }
+}
+
+#[test]
+fn stream_with_deployment_mounts_federation_secrets() {
+    let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: prometheus-server\n  namespace: tanzu-system-monitoring\n  labels: {app: prometheus, component: server}\nspec:\n  selector: {matchLabels: {app: prometheus}}\n  template:\n    metadata: {labels: {app: prometheus}}\n    spec:\n      containers:\n      - name: prometheus-server\n        image: prometheus\n";
+    let values = Values::from_yaml_str(&format!(
+        "{EXAMPLE_VALUES}federationSecrets:\n- secretName: prometheus-federation\n  mountPath: /etc/prometheus/addCerts/federation\n"
+    ))
+    .unwrap();
+    let input = format!("{EXAMPLE_CONFIGMAP}---\n{deployment}");
+    let out = mutate_stream(&input, &values, OutputFormat::Yaml)
+        .unwrap()
+        .text;
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&out)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    assert_eq!(docs.len(), 2);
+    let pod = &docs[1]["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["volumes"][0]["secret"]["secretName"],
+        Value::from("prometheus-federation")
+    );
+    assert_eq!(
+        pod["containers"][0]["volumeMounts"][0]["mountPath"],
+        Value::from("/etc/prometheus/addCerts/federation")
+    );
+    assert_eq!(
+        pod["containers"][0]["volumeMounts"][0]["readOnly"],
+        Value::from(true)
+    );
+    // The whole stream is a fixed point.
+    assert_eq!(
+        mutate_stream(&out, &values, OutputFormat::Yaml)
+            .unwrap()
+            .text,
+        out
+    );
+    let patch = mutate_stream(&out, &values, OutputFormat::Patch)
+        .unwrap()
+        .text;
+    assert_eq!(patch.trim(), "[]");
 }

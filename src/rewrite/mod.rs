@@ -1,5 +1,6 @@
 //! The rewrite engine: pure functions from a Kubernetes object and the [`Values`] to the
-//! JSON patch that turns it into its federated form. No I/O, no globals: the webhook
+//! JSON patch that turns it into its federated form (the ConfigMap's rewritten keys, or the
+//! Deployment's federation secret mounts). No I/O, no globals: the webhook
 //! ([`crate::admission`]) and `promfed mutate` ([`crate::cli`]) share it.
 
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -8,6 +9,7 @@ use serde::Deserialize;
 use crate::config::Values;
 
 pub mod configmap;
+pub mod deployment;
 pub mod rules;
 pub mod scrape;
 
@@ -96,6 +98,7 @@ pub fn mutate_object(
     let kind = object.get("kind").and_then(serde_json::Value::as_str);
     match (api_version, kind) {
         (Some("v1"), Some("ConfigMap")) => mutate_configmap(object, values),
+        (Some("apps/v1"), Some("Deployment")) => deployment::mutate_deployment(object, values),
         _ => Ok(Mutation::default()),
     }
 }
