@@ -1,7 +1,7 @@
 //! The cost of the ConfigMap rewrite against the bare YAML round trip of the same data keys.
 //! `cargo bench --bench rewrite`; the README reports both and their ratio.
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{Criterion, criterion_group, criterion_main};
 use promfed::cli::{EXAMPLE_CONFIGMAP, EXAMPLE_VALUES};
 use promfed::config::Values;
 use std::hint::black_box;
@@ -16,7 +16,10 @@ fn bench(c: &mut Criterion) {
         .collect();
 
     c.bench_function("rewrite: mutate_object(TKG ConfigMap)", |b| {
-        b.iter(|| promfed::rewrite::mutate_object(black_box(&object), black_box(&values)).expect("rewrite"))
+        b.iter(|| {
+            promfed::rewrite::mutate_object(black_box(&object), black_box(&values))
+                .expect("rewrite")
+        })
     });
     c.bench_function("baseline: parse + serialise the same YAML keys", |b| {
         b.iter(|| {

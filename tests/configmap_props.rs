@@ -1,0 +1,155 @@
+//! Property tests of the whole ConfigMap rewrite: for random prometheus.yml and rule files,
+//! mutating is a fixed point after one step, every local job carries exactly one local rule,
+//! every federation job appears exactly once and unlabelled, and every rule is labelled.
+
+use promfed::config::Values;
+use promfed::rewrite::mutate_object;
+use proptest::prelude::*;
+use serde_json::{Value as Json, json};
+use serde_yaml::Value;
+
+const VALUES: &str = "localClusterName: tools\nadditionalScrapeConfigs:\n- job_name: fed-a\n  metrics_path: /federate\n  honor_labels: true\n  static_configs:\n  - targets: ['a:9090']\n    labels: {cluster: a}\n- job_name: fed-b\n  static_configs:\n  - targets: ['b:9090']\n    labels: {cluster: b}\n";
+
+/// Expressions of the kinds TKG rule files hold.
+const EXPRS: &[&str] = &[
+    "up",
+    "sum(rate(http_requests_total[5m]))",
+    "sum by (job) (rate(http_requests_total{code=~\"5..\"}[5m])) / sum by (job) (rate(http_requests_total[5m]))",
+    "count(sum(node_cpu_seconds_total) by (instance, cpu))",
+    "sum(up) or vector(0)",
+    "a:b:c / on (instance) group_left (node) node_info",
+    "histogram_quantile(0.99, sum by (le) (rate(x_bucket{le=~\"1(\\\\.0)?\"}[5m])))",
+    "max_over_time(rate(x[1m])[10m:1m] offset 5m)",
+    "absent(up{job=\"x\"})",
+    "time() - node_boot_time_seconds",
+];
+
+fn relabel_rule() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(serde_yaml::from_str("{action: keep, source_labels: [__meta_x], regex: y}").unwrap()),
+        Just(
+            serde_yaml::from_str("{action: labelmap, regex: __meta_kubernetes_node_label_(.+)}")
+                .unwrap()
+        ),
+        // The local rule itself, as a previous run (or a user) left it.
+        Just(
+            serde_yaml::from_str(
+                "{source_labels: [__address__], target_label: cluster, replacement: tools}"
+            )
+            .unwrap()
+        ),
+        Just(serde_yaml::from_str("{target_label: env, replacement: prod}").unwrap()),
+    ]
+}
+
+fn scrape_config() -> impl Strategy<Value = Value> {
+    (
+        prop_oneof![
+            Just("fed-a".to_owned()),
+            Just("fed-b".to_owned()),
+            "[a-z]{1,8}"
+        ],
+        prop::option::of(prop::collection::vec(relabel_rule(), 0..4)),
+        any::<bool>(),
+    )
+        .prop_map(|(job, relabel, with_static)| {
+            let mut m = serde_yaml::Mapping::new();
+            m.insert("job_name".into(), Value::from(job));
+            if with_static {
+                m.insert(
+                    "static_configs".into(),
+                    serde_yaml::from_str("[{targets: ['localhost:9090']}]").unwrap(),
+                );
+            }
+            if let Some(r) = relabel {
+                m.insert("relabel_configs".into(), Value::Sequence(r));
+            }
+            Value::Mapping(m)
+        })
+}
+
+fn rule_file() -> impl Strategy<Value = String> {
+    prop::collection::vec(
+        prop::collection::vec((0..EXPRS.len(), any::<bool>()), 0..5),
+        0..3,
+    )
+    .prop_map(|groups| {
+        let groups: Vec<Json> = groups
+            .iter()
+            .enumerate()
+            .map(|(g, rules)| {
+                let rules: Vec<Json> = rules
+                    .iter()
+                    .enumerate()
+                    .map(|(r, (e, alert))| {
+                        let kind = if *alert { "alert" } else { "record" };
+                        json!({ kind: format!("r{g}_{r}"), "expr": EXPRS[*e] })
+                    })
+                    .collect();
+                json!({"name": format!("g{g}"), "rules": rules})
+            })
+            .collect();
+        serde_yaml::to_string(&json!({ "groups": groups })).unwrap()
+    })
+}
+
+fn configmap(jobs: Vec<Value>, rules: String) -> Json {
+    // Distinct job names only: Prometheus rejects duplicates anyway.
+    let mut seen = std::collections::BTreeSet::new();
+    let jobs: Vec<Value> = jobs
+        .into_iter()
+        .filter(|j| seen.insert(j["job_name"].as_str().unwrap().to_owned()))
+        .collect();
+    let prom = serde_yaml::to_string(
+        &serde_json::json!({"global": {"scrape_interval": "1m"}, "scrape_configs": jobs}),
+    )
+    .unwrap();
+    json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "prometheus-server", "labels": {"app": "prometheus", "component": "server"}},
+        "data": {"prometheus.yml": prom, "recording_rules.yml": rules, "other": "keep {me}"}
+    })
+}
+
+fn mutate(cm: &Json, values: &Values) -> Json {
+    let m = mutate_object(cm, values).expect("rewrite");
+    let mut out = cm.clone();
+    json_patch::patch(&mut out, &m.patch.0).expect("patch applies");
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn one_step_reaches_a_fixed_point(jobs in prop::collection::vec(scrape_config(), 0..6), rules in rule_file()) {
+        let values = Values::from_yaml_str(VALUES).unwrap();
+        let cm = configmap(jobs, rules);
+        let once = mutate(&cm, &values);
+        let again = mutate_object(&once, &values).unwrap();
+        prop_assert!(again.patch.0.is_empty(), "second run patched: {:?}", again.patch);
+        prop_assert_eq!(&once["data"]["other"], &cm["data"]["other"]);
+
+        let prom: Value = serde_yaml::from_str(once["data"]["prometheus.yml"].as_str().unwrap()).unwrap();
+        let jobs = prom["scrape_configs"].as_sequence().unwrap();
+        for fed in ["fed-a", "fed-b"] {
+            let n = jobs.iter().filter(|j| j["job_name"].as_str() == Some(fed)).count();
+            prop_assert_eq!(n, 1, "federation job {} once", fed);
+        }
+        for job in jobs {
+            let name = job["job_name"].as_str().unwrap();
+            let locals = job.get("relabel_configs").and_then(Value::as_sequence).map_or(0, |r| {
+                r.iter().filter(|r| r["target_label"].as_str() == Some("cluster") && r["replacement"].as_str() == Some("tools")).count()
+            });
+            let want = usize::from(!name.starts_with("fed-"));
+            prop_assert_eq!(locals, want, "job {}", name);
+        }
+        let rules: Value = serde_yaml::from_str(once["data"]["recording_rules.yml"].as_str().unwrap()).unwrap();
+        for group in rules["groups"].as_sequence().into_iter().flatten() {
+            for rule in group["rules"].as_sequence().into_iter().flatten() {
+                prop_assert_eq!(&rule["labels"]["cluster"], &Value::from("tools"));
+                prop_assert!(rule["expr"].as_str().unwrap().contains("cluster=\"tools\""), "{:?}", rule["expr"]);
+            }
+        }
+    }
+}
