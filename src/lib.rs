@@ -6,6 +6,7 @@
 //! Prometheus Deployment ([`rewrite::deployment`])) -> JSON patch ([`patch`]) -> response.
 //! [`server`] serves it over TLS; [`cli`] offers the same engine offline.
 
+pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod patch;
