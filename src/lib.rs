@@ -6,9 +6,13 @@
 //! Prometheus Deployment ([`rewrite::deployment`])) -> JSON patch ([`patch`]) -> response.
 //! [`server`] serves it over TLS; [`cli`] offers the same engine offline.
 
+pub mod admission;
 pub mod certs;
 pub mod cli;
 pub mod config;
+pub mod logging;
+pub mod metrics;
 pub mod patch;
 pub mod promql;
 pub mod rewrite;
+pub mod server;
