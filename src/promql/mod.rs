@@ -1,4 +1,27 @@
-//! PromQL rewriting on the syntax tree (stub: implemented by the PromQL work).
+//! PromQL rewriting on the syntax tree: pins an expression to one cluster.
+//!
+//! Contract: evaluated on the central Prometheus, a rewritten expression computes what the
+//! original computes on a Prometheus holding only the local series, plus the label
+//! `<label>=<value>` on every result series. To that end every vector and matrix selector
+//! gets the matcher (unless it already has one on the label), aggregations and vector
+//! matching keep the label (`by`/`on` gain it, `without`/`ignoring` lose it) and, with
+//! `tag_labelless`, label-less vectors (`vector(s)`, argument-less date functions, `absent`
+//! of a non-selector) are wrapped in `label_replace(X, "<label>", "<value>", "", "")`.
+//! Rewriting is idempotent byte for byte, and an expression that needs no change is returned
+//! as its input text.
+//!
+//! Pipeline: [`lex::prepare`] (limits, raw strings, checks where promql-parser is unsafe or
+//! unfaithful) -> `promql_parser::parser::parse` -> [`rewrite::Rewriter`] -> our printer.
+
+mod check;
+mod lex;
+mod print;
+mod rewrite;
+
+use promql_parser::parser::Expr;
+
+pub use lex::{MAX_DEPTH, MAX_EXPR_BYTES};
+pub use print::{is_label_name, quote as quote_string};
 
 /// How to pin an expression to one cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,10 +56,73 @@ pub enum PromqlError {
     Parse(String),
     #[error("too large: {0}")]
     TooLarge(String),
+    /// Parses, but uses something we cannot rewrite faithfully for Prometheus 2.42.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// The [`RewriteOptions`] themselves are unusable (e.g. an invalid label name).
+    #[error("invalid rewrite options: {0}")]
+    InvalidOption(String),
 }
 
-/// Pins `src` to one cluster (see the crate README's "Rule rewriting" contract).
+/// Pins `src` to one cluster (see the module docs for the contract).
 pub fn rewrite_expr(src: &str, opts: &RewriteOptions) -> Result<Rewritten, PromqlError> {
-    let _ = opts;
-    Ok(Rewritten { expr: src.to_owned(), changed: false, warnings: Vec::new() })
+    check_options(opts)?;
+    let mut expr = parse(src)?;
+    let mut rw = rewrite::Rewriter::new(opts);
+    rw.walk(&mut expr, false)?;
+    if !rw.changed {
+        return Ok(Rewritten {
+            expr: src.to_owned(),
+            changed: false,
+            warnings: rw.warnings,
+        });
+    }
+    let printed = print::print(&expr)?;
+    Ok(Rewritten {
+        changed: printed != src,
+        expr: printed,
+        warnings: rw.warnings,
+    })
 }
+
+/// Parses `src` and prints it back with our printer, without rewriting: shows how the
+/// printer renders an expression (comments are dropped, formatting normalised).
+pub fn reformat(src: &str) -> Result<String, PromqlError> {
+    print::print(&parse(src)?)
+}
+
+/// Lists the places where `src` breaks the contract for `opts` (selectors without a matcher
+/// on the label, aggregations or `on`/`ignoring` that drop it, untagged label-less vectors
+/// when `opts.tag_labelless`). Empty for every output of [`rewrite_expr`]. Independent of the
+/// rewriter, so tests can use it as a judge.
+pub fn contract_violations(src: &str, opts: &RewriteOptions) -> Result<Vec<String>, PromqlError> {
+    let expr = parse(src)?;
+    let mut out = Vec::new();
+    check::violations(&expr, opts, &mut out, false)?;
+    Ok(out)
+}
+
+fn check_options(opts: &RewriteOptions) -> Result<(), PromqlError> {
+    if !is_label_name(&opts.label) || opts.label.starts_with("__") {
+        return Err(PromqlError::InvalidOption(format!(
+            "{:?} is not a usable label name",
+            opts.label
+        )));
+    }
+    Ok(())
+}
+
+/// Limits and pre-pass, then promql-parser. The parser runs under `catch_unwind` as a last
+/// resort: the pre-pass avoids the panics we know of, this turns unknown ones into errors.
+fn parse(src: &str) -> Result<Expr, PromqlError> {
+    let text = lex::prepare(src)?;
+    if text.trim().is_empty() {
+        return Err(PromqlError::Parse("empty expression".into()));
+    }
+    let parsed = std::panic::catch_unwind(|| promql_parser::parser::parse(&text))
+        .map_err(|_| PromqlError::Parse("the PromQL parser crashed on this input".into()))?;
+    parsed.map_err(PromqlError::Parse)
+}
+
+#[cfg(test)]
+mod tests;

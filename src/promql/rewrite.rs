@@ -1,0 +1,265 @@
+//! The syntax-tree walk that pins an expression to one cluster (contract in `mod.rs`).
+
+use promql_parser::label::{MatchOp, Matcher};
+use promql_parser::parser::function::{Function, FunctionArgs};
+use promql_parser::parser::token::{T_COUNT_VALUES, T_EQL_REGEX};
+use promql_parser::parser::value::ValueType;
+use promql_parser::parser::{
+    Call, Expr, LabelModifier, StringLiteral, VectorMatchCardinality, VectorSelector,
+};
+
+use super::print::{lacks_label, or_matchers_error};
+use super::{PromqlError, RewriteOptions};
+
+/// Date functions that, called without argument, return one series without labels.
+const DATE_FUNCTIONS: [&str; 8] = [
+    "day_of_month",
+    "day_of_week",
+    "day_of_year",
+    "days_in_month",
+    "hour",
+    "minute",
+    "month",
+    "year",
+];
+
+pub(crate) struct Rewriter<'a> {
+    opts: &'a RewriteOptions,
+    /// The replacement argument of our `label_replace` wrapper (`$` doubled: Go's
+    /// `Regexp.Expand` would otherwise read `$name` as a capture group).
+    replacement: String,
+    pub changed: bool,
+    pub warnings: Vec<String>,
+}
+
+impl<'a> Rewriter<'a> {
+    pub fn new(opts: &'a RewriteOptions) -> Self {
+        Self {
+            opts,
+            replacement: opts.value.replace('$', "$$"),
+            changed: false,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Rewrites `e` in place. `wrapped`: `e` is the first argument of our own
+    /// `label_replace` wrapper, so it must not be wrapped again.
+    pub fn walk(&mut self, e: &mut Expr, wrapped: bool) -> Result<(), PromqlError> {
+        match e {
+            Expr::VectorSelector(vs) => self.pin(vs)?,
+            Expr::MatrixSelector(ms) => self.pin(&mut ms.vs)?,
+            Expr::Aggregate(a) => {
+                if let Some(p) = a.param.as_deref_mut() {
+                    if a.op.id() == T_COUNT_VALUES {
+                        self.check_count_values(p);
+                    }
+                    self.walk(p, false)?;
+                }
+                self.walk(&mut a.expr, false)?;
+                self.keep_in_grouping(&mut a.modifier);
+            }
+            Expr::Binary(b) => {
+                self.walk(&mut b.lhs, false)?;
+                self.walk(&mut b.rhs, false)?;
+                let vectors = b.lhs.value_type() == ValueType::Vector
+                    && b.rhs.value_type() == ValueType::Vector;
+                if let (true, Some(m)) = (vectors, b.modifier.as_mut()) {
+                    self.keep_in_matching(&mut m.matching, &mut m.card);
+                }
+            }
+            Expr::Unary(u) => self.walk(&mut u.expr, false)?,
+            Expr::Paren(p) => self.walk(&mut p.expr, false)?,
+            Expr::Subquery(s) => self.walk(&mut s.expr, false)?,
+            Expr::Call(c) => {
+                let ours = self.writes_label(c);
+                for (i, arg) in c.args.args.iter_mut().enumerate() {
+                    self.walk(arg, ours && i == 0)?;
+                }
+            }
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) => {}
+            Expr::Extension(_) => {
+                return Err(PromqlError::Unsupported("extension expressions".into()));
+            }
+        }
+        if self.opts.tag_labelless && !wrapped && self.is_labelless(e) {
+            self.wrap(e);
+        }
+        Ok(())
+    }
+
+    /// Adds the cluster matcher unless the selector already has one on the label.
+    fn pin(&mut self, vs: &mut VectorSelector) -> Result<(), PromqlError> {
+        if !vs.matchers.or_matchers.is_empty() {
+            return Err(or_matchers_error());
+        }
+        if lacks_label(&vs.matchers, &self.opts.label) {
+            let m = if self.opts.regex {
+                Matcher::new_matcher(
+                    T_EQL_REGEX,
+                    self.opts.label.clone(),
+                    self.opts.value.clone(),
+                )
+                .map_err(|e| {
+                    PromqlError::InvalidOption(format!(
+                        "value {:?} is not a valid regex: {e}",
+                        self.opts.value
+                    ))
+                })?
+            } else {
+                Matcher::new(MatchOp::Equal, &self.opts.label, &self.opts.value)
+            };
+            vs.matchers.matchers.push(m);
+            self.changed = true;
+        }
+        Ok(())
+    }
+
+    /// `by`: add the label (a missing or empty `by` becomes `by (<label>)`); `without`:
+    /// remove it.
+    fn keep_in_grouping(&mut self, modifier: &mut Option<LabelModifier>) {
+        let label = &self.opts.label;
+        match modifier {
+            None => {
+                *modifier = Some(LabelModifier::Include(promql_parser::label::Labels {
+                    labels: vec![label.clone()],
+                }));
+                self.changed = true;
+            }
+            Some(LabelModifier::Include(ls)) => {
+                if !ls.labels.contains(label) {
+                    ls.labels.push(label.clone());
+                    self.changed = true;
+                }
+            }
+            Some(LabelModifier::Exclude(ls)) => self.changed |= remove(&mut ls.labels, label),
+        }
+    }
+
+    /// `on`: add the label (and drop it from `group_left/right`, which Prometheus forbids
+    /// alongside `on`; both sides carry the same value); `ignoring`: remove it.
+    fn keep_in_matching(
+        &mut self,
+        matching: &mut Option<LabelModifier>,
+        card: &mut VectorMatchCardinality,
+    ) {
+        let label = &self.opts.label;
+        match matching {
+            Some(LabelModifier::Include(ls)) => {
+                if !ls.labels.contains(label) {
+                    ls.labels.push(label.clone());
+                    self.changed = true;
+                }
+                if let VectorMatchCardinality::ManyToOne(g) | VectorMatchCardinality::OneToMany(g) =
+                    card
+                {
+                    self.changed |= remove(&mut g.labels, label);
+                }
+            }
+            Some(LabelModifier::Exclude(ls)) => self.changed |= remove(&mut ls.labels, label),
+            None => {}
+        }
+    }
+
+    fn check_count_values(&mut self, param: &Expr) {
+        if matches!(param, Expr::StringLiteral(s) if s.val == self.opts.label) {
+            self.warnings.push(format!(
+                "count_values writes the label {:?} itself; its results may not carry {}={:?}",
+                self.opts.label, self.opts.label, self.opts.value
+            ));
+        }
+    }
+
+    /// For `label_replace`/`label_join` writing our label: true when the call is exactly our
+    /// wrapper (`label_replace(X, "<label>", "<value>", "", "")`), otherwise a warning.
+    fn writes_label(&mut self, c: &Call) -> bool {
+        let name = c.func.name;
+        if name != "label_replace" && name != "label_join" {
+            return false;
+        }
+        let str_arg = |i: usize| match c.args.args.get(i).map(|a| a.as_ref()) {
+            Some(Expr::StringLiteral(s)) => Some(s.val.as_str()),
+            _ => None,
+        };
+        if str_arg(1) != Some(self.opts.label.as_str()) {
+            return false;
+        }
+        if name == "label_replace"
+            && c.args.args.len() == 5
+            && str_arg(2) == Some(self.replacement.as_str())
+            && str_arg(3) == Some("")
+            && str_arg(4) == Some("")
+        {
+            return true;
+        }
+        self.warnings.push(format!(
+            "{name} writes the label {:?} itself; its results may not carry {}={:?}",
+            self.opts.label, self.opts.label, self.opts.value
+        ));
+        false
+    }
+
+    /// Vector producers whose result has no labels at all.
+    fn is_labelless(&self, e: &Expr) -> bool {
+        let Expr::Call(c) = e else { return false };
+        let first = c.args.args.first().map(|a| a.as_ref());
+        match c.func.name {
+            "vector" => true,
+            n if is_date_function(n) => c.args.args.is_empty(),
+            // Prometheus takes absent()'s labels from the equality matchers of a bare selector.
+            "absent" => !matches!(first, Some(Expr::VectorSelector(vs)) if self.has_equal(vs)),
+            "absent_over_time" => {
+                !matches!(first, Some(Expr::MatrixSelector(ms)) if self.has_equal(&ms.vs))
+            }
+            _ => false,
+        }
+    }
+
+    fn has_equal(&self, vs: &VectorSelector) -> bool {
+        vs.matchers
+            .matchers
+            .iter()
+            .any(|m| m.name == self.opts.label && m.op == MatchOp::Equal)
+    }
+
+    fn wrap(&mut self, e: &mut Expr) {
+        let inner = std::mem::replace(e, Expr::from(0.0));
+        let s = |v: &str| Expr::StringLiteral(StringLiteral { val: v.to_owned() });
+        let args = FunctionArgs::new_args(inner)
+            .append_args(s(&self.opts.label))
+            .append_args(s(&self.replacement))
+            .append_args(s(""))
+            .append_args(s(""));
+        *e = Expr::Call(Call {
+            func: label_replace(),
+            args,
+        });
+        self.changed = true;
+    }
+}
+
+pub(crate) fn is_date_function(name: &str) -> bool {
+    DATE_FUNCTIONS.contains(&name)
+}
+
+fn label_replace() -> Function {
+    Function::new(
+        "label_replace",
+        vec![
+            ValueType::Vector,
+            ValueType::String,
+            ValueType::String,
+            ValueType::String,
+            ValueType::String,
+        ],
+        0,
+        ValueType::Vector,
+        false,
+    )
+}
+
+/// Removes every `label` from `labels`; true when something was removed.
+fn remove(labels: &mut Vec<String>, label: &str) -> bool {
+    let before = labels.len();
+    labels.retain(|l| l != label);
+    labels.len() != before
+}
