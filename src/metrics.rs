@@ -74,6 +74,7 @@ pub struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     reload_failures: Family<ReloadLabels, Counter>,
     cert_expiry: Gauge,
+    in_flight: Gauge,
 }
 
 impl Default for Metrics {
@@ -125,11 +126,22 @@ impl Metrics {
             "Failed reloads of a changed values file or certificate; the last good one stays in use",
             reload_failures.clone(),
         );
+        // Create the series up front so dashboards and alerts see 0, not "no data".
+        for kind in [ReloadKind::values, ReloadKind::certificate] {
+            let _ = reloads.get_or_create(&ReloadLabels { kind });
+            let _ = reload_failures.get_or_create(&ReloadLabels { kind });
+        }
         let cert_expiry = Gauge::default();
         registry.register(
             "certificate_expiry_timestamp_seconds",
             "notAfter of the serving certificate in use, as Unix time",
             cert_expiry.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "admission_requests_in_flight",
+            "Admission requests being read or answered now",
+            in_flight.clone(),
         );
         Self {
             registry,
@@ -140,6 +152,7 @@ impl Metrics {
             reloads,
             reload_failures,
             cert_expiry,
+            in_flight,
         }
     }
 
@@ -176,11 +189,27 @@ impl Metrics {
         self.cert_expiry.set(unix_seconds);
     }
 
+    /// Counts a request as in flight until the returned guard is dropped.
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
     /// The registry in the Prometheus text exposition format.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+}
+
+/// Decrements the in-flight gauge when dropped (also when the request is cut off).
+#[derive(Debug)]
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -283,6 +283,7 @@ fn operation_label(op: &Operation) -> OperationLabel {
 }
 
 async fn mutate(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let _in_flight = state.metrics.in_flight();
     match tokio::time::timeout(state.request_timeout, handle_review(&state, req)).await {
         Ok(response) => response,
         Err(_) => {
