@@ -10,6 +10,7 @@ pub mod admission;
 pub mod certs;
 pub mod cli;
 pub mod config;
+pub mod dashboards;
 pub mod logging;
 pub mod metrics;
 pub mod patch;
