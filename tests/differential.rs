@@ -547,6 +547,8 @@ fn start_servers(tsdb_a: PathBuf, tsdb_b: PathBuf) -> (Prometheus, Prometheus) {
     let start = |storage: PathBuf| {
         Prometheus::start(&PromOptions {
             storage_dir: Some(storage),
+            // The data is from 2024: make sure no retention rule ever counts from the wall clock.
+            extra_args: vec!["--storage.tsdb.retention.time=100y".to_owned()],
             ..PromOptions::default()
         })
     };
@@ -599,6 +601,39 @@ fn rewritten_corpus_passes_promtool_check_rules() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn rewriter_warns_about_a_rule_that_writes_the_cluster_label() {
+    let corpus = load_corpus();
+    let rule = corpus
+        .groups
+        .iter()
+        .flat_map(|g| &g.rules)
+        .find(|r| r.record == "diff:label_replace_writes_cluster")
+        .unwrap_or_else(|| panic!("the corpus lost diff:label_replace_writes_cluster"));
+    let out = rewrite_expr(&rule.expr, &rewrite_options(VARIANTS[0]))
+        .unwrap_or_else(|e| panic!("rewriting {}: {e}", rule.expr));
+    assert!(
+        !out.warnings.is_empty(),
+        "no warning for a label_replace that writes the cluster label: {}",
+        rule.expr
+    );
+}
+
+#[test]
+fn harness_reports_a_server_that_fails_to_start() {
+    let err = Prometheus::start(&PromOptions {
+        config_yaml: "scrape_configs: [{job_name: \"x\", unknown_field: 1}]\n".to_owned(),
+        ..PromOptions::default()
+    })
+    .err()
+    .unwrap_or_else(|| panic!("prometheus started with an invalid config"));
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("exited before it was ready") && msg.contains("unknown_field"),
+        "the error should say the server died and show its log: {msg}"
+    );
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //!   must fail, never skip silently.
 //! - [`Promtool`] runs `check rules`, `check config` and `tsdb create-blocks-from openmetrics`.
 //! - [`Prometheus`] starts a server on a free loopback port, waits (bounded) for `/-/ready`, runs
-//!   instant queries, and kills the process when dropped.
+//!   instant queries (at a given time, or now; [`Prometheus::wait_for_series`] polls with a
+//!   bound, e.g. for scrapes or federation), and kills the process when dropped.
 //! - [`OpenMetrics`] writes backfill input with correctly escaped label values.
 //!
 //! The HTTP client is a few lines of blocking HTTP/1.0 over `std::net`: no async runtime, no TLS
@@ -241,7 +242,7 @@ pub struct Prometheus {
 impl Prometheus {
     /// Starts a server and waits (bounded) until `/-/ready` answers 200.
     pub fn start(opts: &PromOptions) -> Result<Self> {
-        let bin = prometheus_bin();
+        let bin = find_binary("prometheus", "PROMETHEUS")?;
         let dir = tempfile::tempdir().context("creating a temp dir for prometheus")?;
         let config_path = dir.path().join("prometheus.yml");
         let config = if opts.config_yaml.trim().is_empty() {
@@ -342,6 +343,39 @@ impl Prometheus {
             );
         }
         parse_result(&json["data"]).with_context(|| format!("query {expr:?}: {body}"))
+    }
+
+    /// Instant query at the current wall-clock time.
+    pub fn query_now(&self, expr: &str) -> Result<Vec<Sample>> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .context("clock before 1970")?;
+        self.query(expr, now.as_secs_f64())
+    }
+
+    /// Polls [`Self::query_now`] every 250 ms until it returns at least one series (e.g. after
+    /// the first scrape or federation round), or fails after `timeout` with the last answer.
+    pub fn wait_for_series(&self, expr: &str, timeout: Duration) -> Result<Vec<Sample>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = self.query_now(expr);
+            if let Ok(samples) = &last
+                && !samples.is_empty()
+            {
+                return last;
+            }
+            if Instant::now() >= deadline {
+                let last = match last {
+                    Ok(_) => "an empty result".to_owned(),
+                    Err(e) => format!("{e:#}"),
+                };
+                bail!(
+                    "{expr:?} returned no series within {timeout:?}; last: {last}\nlog tail:\n{}",
+                    self.log_tail(20)
+                );
+            }
+            thread::sleep(Duration::from_millis(250));
+        }
     }
 }
 
