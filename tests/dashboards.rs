@@ -389,6 +389,27 @@ fn unparsable_queries_are_reported_left_unchanged_and_set_exit_code_2() {
 }
 
 #[test]
+fn label_less_vectors_get_the_grafana_variable_as_cluster_label() {
+    // Grafana interpolates `$cluster` before Prometheus sees the query: the label_replace
+    // replacement must be `$cluster`, not the PromQL-escaped `$$cluster`.
+    let d = serde_json::json!({ "panels": [ { "title": "p", "targets": [ { "expr": "sum(up) or vector(0)" } ] } ] });
+    let out = convert(d, &ConvertOptions::default()).unwrap();
+    let expr = out.dashboard["panels"][0]["targets"][0]["expr"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        expr.contains(r#"label_replace(vector(0), "cluster", "$cluster", "", "")"#),
+        "{expr}"
+    );
+    assert!(!expr.contains("$$"), "{expr}");
+    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+    let again = convert(out.dashboard.clone(), &ConvertOptions::default()).unwrap();
+    assert_eq!(again.dashboard, out.dashboard);
+    assert!(again.warnings.is_empty(), "{:?}", again.warnings);
+}
+
+#[test]
 fn conversion_is_idempotent() {
     for fixture in [VARIABLES, OLD_ROWS, NESTED] {
         for (label, multi) in [

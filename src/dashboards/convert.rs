@@ -518,6 +518,10 @@ fn cluster_variable(label: &str, multi: bool, datasource: Value) -> Value {
 /// Converts single expressions; shared by panels, variables and annotations.
 struct ExprConverter {
     rewrite: RewriteOptions,
+    /// The tail of the rewriter's `label_replace(..., "<label>", "$$cluster", "", "")` wrapper
+    /// for label-less vectors, and the form a dashboard needs (see [`ExprConverter::expr`]).
+    wrapper_promql: String,
+    wrapper_grafana: String,
 }
 
 /// Why one expression was not converted.
@@ -533,24 +537,44 @@ enum ExprError {
 
 impl ExprConverter {
     fn new(opts: &ConvertOptions) -> Self {
+        let label = &opts.cluster_label;
         Self {
             rewrite: RewriteOptions {
-                label: opts.cluster_label.clone(),
+                label: label.clone(),
                 value: format!("${CLUSTER_VAR}"),
                 regex: opts.multi,
                 tag_labelless: !opts.multi,
             },
+            wrapper_promql: format!(r#", "{label}", "$${CLUSTER_VAR}", "", "")"#),
+            wrapper_grafana: format!(r#", "{label}", "${CLUSTER_VAR}", "", "")"#),
         }
     }
 
     /// Rewrites `src`, returning the new text and the rewriter's warnings.
+    ///
+    /// The rewriter tags label-less vectors with `label_replace(v, "<label>", "$$cluster", "",
+    /// "")`: `$$` is a literal `$` for Prometheus. In a dashboard Grafana substitutes `$cluster`
+    /// first (and would turn `$$cluster` into `$<name>`, a capture-group reference that expands
+    /// to nothing), so the dashboard form is `"$cluster"`. The wrapper is mapped to the
+    /// rewriter's form before rewriting (so it is recognised as done: idempotence) and back after.
     fn expr(&self, src: &str) -> Result<(String, Vec<String>), ExprError> {
+        // A query that already holds the PromQL form keeps it: the mapping must be reversible.
+        let map = !src.contains(&self.wrapper_promql);
         let sub = vars::substitute(src)?;
-        let out = promql::rewrite_expr(&sub.text, &self.rewrite)?;
+        let text = if map {
+            sub.text
+                .replace(&self.wrapper_grafana, &self.wrapper_promql)
+        } else {
+            sub.text.clone()
+        };
+        let out = promql::rewrite_expr(&text, &self.rewrite)?;
         if !out.changed {
             return Ok((src.to_owned(), out.warnings));
         }
-        let restored = sub.restore(&out.expr)?;
+        let mut restored = sub.restore(&out.expr)?;
+        if map {
+            restored = restored.replace(&self.wrapper_promql, &self.wrapper_grafana);
+        }
         let warnings = out.warnings.iter().map(|w| sub.restore_lossy(w)).collect();
         Ok((restored, warnings))
     }

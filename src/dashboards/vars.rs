@@ -525,9 +525,7 @@ impl<'a> Scanner<'a> {
             (Kind::Number, false)
         } else if matches!(&top, Some(Ctx::Paren { func: Some(f), arg, .. })
             if NUMERIC_ARGS.contains(&(f.as_str(), *arg)))
-        {
-            (Kind::Number, true)
-        } else if matches!(self.prev, Prev::Operator)
+            || matches!(self.prev, Prev::Operator)
             || matches!(&self.prev, Prev::Ident(w) if w.eq_ignore_ascii_case("bool"))
         {
             (Kind::Number, true)
