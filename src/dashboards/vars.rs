@@ -617,12 +617,14 @@ mod tests {
 
     #[test]
     fn placeholders_avoid_the_input() {
-        let s = substitute("promfedvar0000 + $a").unwrap();
+        let s = substitute(r#"promfedvar0000 + ${a}{job="x"}"#).unwrap();
         assert!(
-            s.text.starts_with("promfedvar0000 + promfedvarx0000"),
+            s.text.starts_with("promfedvar0000 + promfedvarx0000{"),
             "{}",
             s.text
         );
+        let s = substitute("73100000000 + $a").unwrap();
+        assert_eq!(s.text.matches("73100000000").count(), 1, "{}", s.text);
     }
 
     #[test]
