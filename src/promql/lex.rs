@@ -73,10 +73,10 @@ pub(crate) fn prepare(src: &str) -> Result<String, PromqlError> {
                 i += 1;
             }
             b')' | b'}' | b']' => {
-                if levels.len() > 1 {
-                    if let Some((_, ops)) = levels.pop() {
-                        depth = depth.saturating_sub(1 + ops);
-                    }
+                if levels.len() > 1
+                    && let Some((_, ops)) = levels.pop()
+                {
+                    depth = depth.saturating_sub(1 + ops);
                 }
                 i += 1;
             }

@@ -138,12 +138,12 @@ fn bin_modifier_into(m: &BinModifier, out: &mut String) {
         _ => None,
     };
     if let Some((kw, ls)) = group {
+        // Always with its list: `group_left (x)` would read a following `(x)` operand as
+        // the list.
         out.push(' ');
         out.push_str(kw);
-        if !ls.labels.is_empty() {
-            out.push(' ');
-            label_list_into(&ls.labels, out);
-        }
+        out.push(' ');
+        label_list_into(&ls.labels, out);
     }
     // Experimental syntax of newer Prometheus; printed as parsed, never produced by us.
     let fill = &m.fill_values;
@@ -253,7 +253,7 @@ fn timestamp(t: SystemTime) -> Result<String, PromqlError> {
         Err(e) => (true, e.duration()),
     };
     let ms = d.as_millis();
-    if ms > MAX_AT_MS || d.subsec_nanos() % 1_000_000 != 0 {
+    if ms > MAX_AT_MS || !d.subsec_nanos().is_multiple_of(1_000_000) {
         return Err(PromqlError::Unsupported(format!(
             "@ timestamp {}{}s is out of range",
             if neg { "-" } else { "" },
@@ -272,7 +272,7 @@ fn timestamp(t: SystemTime) -> Result<String, PromqlError> {
 
 /// A duration as Prometheus prints it (`1h30m`, `500ms`, `1d`, `2w`, `1y`).
 pub(crate) fn duration(d: &Duration) -> Result<String, PromqlError> {
-    if d.subsec_nanos() % 1_000_000 != 0 {
+    if !d.subsec_nanos().is_multiple_of(1_000_000) {
         return Err(PromqlError::Unsupported(format!(
             "duration {d:?} is not a whole number of milliseconds"
         )));
@@ -293,7 +293,7 @@ pub(crate) fn duration(d: &Duration) -> Result<String, PromqlError> {
         ("s", 1000, false),
         ("ms", 1, false),
     ] {
-        if exact && ms % mult != 0 {
+        if exact && !ms.is_multiple_of(mult) {
             continue;
         }
         let v = ms / mult;

@@ -138,11 +138,15 @@ fn rw(src: &str) -> String {
 )]
 #[case(
     "a * on (i) group_right b",
-    r#"a{cluster="local"} * on (i, cluster) group_right b{cluster="local"}"#
+    r#"a{cluster="local"} * on (i, cluster) group_right () b{cluster="local"}"#
 )]
 #[case(
     "a * ignoring (i) group_left (cluster) b",
     r#"a{cluster="local"} * ignoring (i) group_left (cluster) b{cluster="local"}"#
+)]
+#[case(
+    "a + on () group_left () (b)",
+    r#"a{cluster="local"} + on (cluster) group_left () (b{cluster="local"})"#
 )]
 #[case("a > bool 5", r#"a{cluster="local"} > bool 5"#)]
 #[case(
@@ -496,7 +500,7 @@ fn reformat_keeps_unrewritten_expression() {
     assert_eq!(reformat("sum(x)by(a)").unwrap(), "sum by (a) (x)");
     assert_eq!(
         reformat("a+on(b)group_left c").unwrap(),
-        "a + on (b) group_left c"
+        "a + on (b) group_left () c"
     );
 }
 
