@@ -175,8 +175,11 @@ fn local_and_federated_series_are_labelled(f: &Fleet) -> Result<()> {
     Ok(())
 }
 
-/// `(cluster, kind, owner) -> value` of a query, dropping every other label.
-fn by_cluster(f: &Fleet, samples: &[Sample]) -> BTreeMap<(String, String, String), String> {
+/// `(cluster, kind, owner) -> value` of a query, every other label dropped.
+type ByCluster = BTreeMap<(String, String, String), String>;
+
+/// A query's [`ByCluster`] view.
+fn by_cluster(f: &Fleet, samples: &[Sample]) -> ByCluster {
     let get = |s: &Sample, k: &str| s.labels.get(k).cloned().unwrap_or_default();
     samples
         .iter()
@@ -189,7 +192,7 @@ fn by_cluster(f: &Fleet, samples: &[Sample]) -> BTreeMap<(String, String, String
         .collect()
 }
 
-fn expect(entries: Vec<(&str, &str, &str, String)>) -> BTreeMap<(String, String, String), String> {
+fn expect(entries: Vec<(&str, &str, &str, String)>) -> ByCluster {
     entries
         .into_iter()
         .map(|(c, k, o, v)| ((c.to_owned(), k.to_owned(), o.to_owned()), v))
@@ -210,7 +213,7 @@ fn recording_rules(f: &Fleet) -> Result<()> {
             })
             .collect::<Vec<_>>()
     };
-    let cases: Vec<(&str, BTreeMap<(String, String, String), String>)> = vec![
+    let cases: Vec<(&str, ByCluster)> = vec![
         (
             "fleet:widgets:sum",
             expect(per_cluster(&|a, b| (a + b).to_string())),
@@ -322,9 +325,8 @@ fn federation_requires_a_client_certificate(f: &Fleet) -> Result<()> {
         server_name: common::fleet::SERVER_NAME.to_owned(),
     };
     let path = "/federate?match[]=%7B__name__%3D~%22fleet.*%22%7D";
-    match request(w.prom.addr(), &transport, "GET", path, None) {
-        Ok((status, _)) => bail!("/federate without a client certificate answered HTTP {status}"),
-        Err(_) => {}
+    if let Ok((status, _)) = request(w.prom.addr(), &transport, "GET", path, None) {
+        bail!("/federate without a client certificate answered HTTP {status}");
     }
     let (status, body) = w.prom.get(path)?;
     ensure!(

@@ -722,7 +722,7 @@ impl Fleet {
     }
 }
 
-fn start_workload(
+pub fn start_workload(
     name: &str,
     external: Option<&str>,
     label: &str,
