@@ -435,12 +435,10 @@ impl Values {
                     )));
                 }
             }
-            if let Some(mode) = s.default_mode {
-                if !(0..=0o777).contains(&mode) {
-                    return Err(ConfigError::Invalid(format!(
-                        "{at}: defaultMode {mode} is not within 0..=0777"
-                    )));
-                }
+            if let Some(mode) = s.default_mode.filter(|m| !(0..=0o777).contains(m)) {
+                return Err(ConfigError::Invalid(format!(
+                    "{at}: defaultMode {mode} is not within 0..=0777"
+                )));
             }
             paths.push((i, p.clone()));
         }

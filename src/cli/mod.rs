@@ -27,6 +27,13 @@ pub enum Command {
     Mutate(MutateArgs),
     /// Validate a values file.
     Check(CheckArgs),
+    /// Run the mutating admission webhook over TLS.
+    Serve(crate::server::ServeArgs),
+    /// Grafana dashboards: make any dashboard multi-cluster.
+    #[command(subcommand)]
+    Dashboards(crate::dashboards::DashboardsCommand),
+    /// Generate the CA, webhook and federation certificates.
+    Certs(crate::certs::CertsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -60,6 +67,22 @@ pub const EXAMPLE_VALUES: &str = include_str!("../../examples/values.yaml");
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Mutate(args) => run_mutate(args),
+        Command::Serve(args) => {
+            crate::logging::init(args.log_format);
+            // One process-wide crypto provider; rustls is built with ring only (no OpenSSL).
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the tokio runtime")?;
+            runtime.block_on(crate::server::run(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dashboards(cmd) => Ok(crate::dashboards::run(cmd)?.into()),
+        Command::Certs(args) => {
+            crate::certs::run(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check(args) => {
             let values = Values::load(&args.values)?;
             println!(

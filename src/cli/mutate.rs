@@ -40,7 +40,7 @@ pub enum StreamError {
     Rewrite {
         index: usize,
         what: String,
-        error: crate::rewrite::RewriteError,
+        error: Box<crate::rewrite::RewriteError>,
     },
     #[error("document {index} ({what}): the patch does not apply: {message}")]
     Apply {
@@ -120,7 +120,7 @@ fn apply_one(index: usize, doc: &mut Value, values: &Values) -> Result<Mutation,
     let mutation = mutate_object(doc, values).map_err(|error| StreamError::Rewrite {
         index,
         what: describe(doc),
-        error,
+        error: Box::new(error),
     })?;
     json_patch::patch(doc, &mutation.patch.0).map_err(|e| StreamError::Apply {
         index,
