@@ -334,17 +334,19 @@ fn check_contract(e: &Expr, label: &str, problems: &mut Vec<String>) {
             if c.func.name == "vector" {
                 problems.push("untagged vector()".into());
             }
-            for a in &c.args.args {
+            let ours = c.func.name == "label_replace"
+                && matches!(c.args.args.get(1).map(|a| a.as_ref()), Some(Expr::StringLiteral(s)) if s.val == label);
+            for (i, a) in c.args.args.iter().enumerate() {
                 // Our wrapper's first argument is the one place vector() may appear.
-                if c.func.name == "label_replace" {
-                    if let Expr::Call(inner) = a.as_ref() {
-                        if inner.func.name == "vector" || inner.args.args.is_empty() {
-                            for ia in &inner.args.args {
-                                check_contract(ia, label, problems);
-                            }
-                            continue;
-                        }
+                if ours
+                    && i == 0
+                    && let Expr::Call(inner) = a.as_ref()
+                    && (inner.func.name == "vector" || inner.args.args.is_empty())
+                {
+                    for ia in &inner.args.args {
+                        check_contract(ia, label, problems);
                     }
+                    continue;
                 }
                 check_contract(a, label, problems);
             }

@@ -115,6 +115,7 @@ fn check_options(opts: &RewriteOptions) -> Result<(), PromqlError> {
 /// Limits and pre-pass, then promql-parser. The parser runs under `catch_unwind` as a last
 /// resort: the pre-pass avoids the panics we know of, this turns unknown ones into errors.
 fn parse(src: &str) -> Result<Expr, PromqlError> {
+    register_prometheus_2_42_functions();
     let text = lex::prepare(src)?;
     if text.trim().is_empty() {
         return Err(PromqlError::Parse("empty expression".into()));
@@ -122,6 +123,25 @@ fn parse(src: &str) -> Result<Expr, PromqlError> {
     let parsed = std::panic::catch_unwind(|| promql_parser::parser::parse(&text))
         .map_err(|_| PromqlError::Parse("the PromQL parser crashed on this input".into()))?;
     parsed.map_err(PromqlError::Parse)
+}
+
+/// promql-parser 0.11 follows Prometheus 3, which renamed `holt_winters` (still the name in
+/// 2.42, our target) to `double_exponential_smoothing`; teach it the old name once.
+fn register_prometheus_2_42_functions() {
+    use promql_parser::parser::function::{Function, register_extra_functions};
+    use promql_parser::parser::value::ValueType;
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let holt_winters = Function::new(
+            "holt_winters",
+            vec![ValueType::Matrix, ValueType::Scalar, ValueType::Scalar],
+            0,
+            ValueType::Vector,
+            false,
+        );
+        // Fails only if a later promql-parser makes it built-in, which is just as good.
+        let _ = register_extra_functions(vec![holt_winters]);
+    });
 }
 
 #[cfg(test)]

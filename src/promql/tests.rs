@@ -208,6 +208,10 @@ fn rw(src: &str) -> String {
     r#"predict_linear(x{cluster="local"}[1h], 3600)"#
 )]
 #[case("sort_desc(x)", r#"sort_desc(x{cluster="local"})"#)]
+#[case(
+    "holt_winters(x[1h], 0.5, 0.5)",
+    r#"holt_winters(x{cluster="local"}[1h], 0.5, 0.5)"#
+)]
 // keyword-named metrics
 #[case("sum(by)", r#"sum by (cluster) (by{cluster="local"})"#)]
 fn rewrites(#[case] src: &str, #[case] want: &str) {
@@ -508,4 +512,35 @@ fn reformat_keeps_unrewritten_expression() {
 fn contract_violations_finds_problems() {
     let v = contract_violations("sum(x) / on() vector(1)", &opts()).unwrap();
     assert_eq!(v.len(), 4, "{v:?}");
+}
+
+/// Every function of Prometheus 2.42 parses and its selectors get the matcher.
+#[rstest]
+#[case("abs(x)")]
+#[case("absent(x)")]
+#[case("absent_over_time(x[5m])")]
+#[case("acos(x) + acosh(x) + asin(x) + asinh(x) + atan(x) + atanh(x)")]
+#[case("avg_over_time(x[5m]) + count_over_time(x[5m]) + last_over_time(x[5m])")]
+#[case("max_over_time(x[5m]) + min_over_time(x[5m]) + present_over_time(x[5m])")]
+#[case("quantile_over_time(0.5, x[5m]) + stddev_over_time(x[5m]) + stdvar_over_time(x[5m])")]
+#[case("sum_over_time(x[5m]) + changes(x[5m]) + resets(x[5m]) + delta(x[5m]) + idelta(x[5m])")]
+#[case("deriv(x[5m]) + increase(x[5m]) + irate(x[5m]) + rate(x[5m])")]
+#[case("ceil(x) + floor(x) + round(x) + round(x, 5) + exp(x) + ln(x) + log2(x) + log10(x)")]
+#[case("clamp(x, 0, 1) + clamp_max(x, 1) + clamp_min(x, 0)")]
+#[case(
+    "cos(x) + cosh(x) + sin(x) + sinh(x) + tan(x) + tanh(x) + deg(x) + rad(x) + sgn(x) + sqrt(x)"
+)]
+#[case(
+    "days_in_month(x) + day_of_month(x) + day_of_week(x) + day_of_year(x) + hour(x) + minute(x) + month(x) + year(x)"
+)]
+#[case(
+    "histogram_count(x) + histogram_sum(x) + histogram_fraction(0, 1, x) + histogram_quantile(0.9, x)"
+)]
+#[case("holt_winters(x[5m], 0.5, 0.5)")]
+#[case(r#"label_replace(x, "a", "$1", "b", "(.*)") + label_join(x, "a", ",", "b", "c")"#)]
+#[case("predict_linear(x[5m], 60) + scalar(x) + pi() + time() + timestamp(x)")]
+#[case("sort(x) + sort_desc(x) + vector(1)")]
+fn prometheus_2_42_functions(#[case] src: &str) {
+    let out = rw(src);
+    assert!(out.contains(r#"x{cluster="local"}"#), "{out}");
 }
