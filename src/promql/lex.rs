@@ -53,11 +53,17 @@ pub(crate) fn prepare(src: &str) -> Result<String, PromqlError> {
             }
             b'"' | b'\'' => {
                 i = scan_quoted(b, i)?;
+                if in_braces && after_regex_op(&src[..start]) {
+                    check_regex_weight(&src[start..i])?;
+                }
             }
             b'`' => {
                 let body_start = i + 1;
                 match b[body_start..].iter().position(|&x| x == b'`') {
                     Some(len) => {
+                        if in_braces && after_regex_op(&src[..start]) {
+                            check_regex_weight(&src[start..body_start + len + 1])?;
+                        }
                         out.push_str(&quote(&src[body_start..body_start + len]));
                         i = body_start + len + 1;
                         after_offset = false;
@@ -158,6 +164,77 @@ pub(crate) fn prepare(src: &str) -> Result<String, PromqlError> {
         out.push_str(&src[start..i]);
     }
     Ok(out)
+}
+
+/// Largest product of nested counted repetitions (`((a{100}){100})` is 10,000) accepted in
+/// a regex matcher. promql-parser compiles every regex while parsing, and a regex such as
+/// `(\w{1000}){1000}` takes the Rust regex compiler ~100 ms to refuse; many of them in one
+/// expression would stall the webhook.
+pub const MAX_REGEX_REPETITION: u64 = 10_000;
+
+fn after_regex_op(before: &str) -> bool {
+    let t = before.trim_end();
+    t.ends_with("=~") || t.ends_with("!~")
+}
+
+/// Estimates the repetition product of a regex literal from its source text (escapes are
+/// skipped in pairs, so the estimate errs on the high side) and rejects it above the limit.
+fn check_regex_weight(literal: &str) -> Result<(), PromqlError> {
+    let b = literal.as_bytes();
+    // Per open group: (largest weight inside, weight of the last atom or group).
+    let mut stack: Vec<(u64, u64)> = vec![(1, 1)];
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => {
+                i += 2;
+                if let Some(top) = stack.last_mut() {
+                    top.1 = 1;
+                }
+                continue;
+            }
+            b'(' => stack.push((1, 1)),
+            b')' if stack.len() > 1 => {
+                if let Some((inner, _)) = stack.pop()
+                    && let Some(top) = stack.last_mut()
+                {
+                    top.1 = inner;
+                    top.0 = top.0.max(inner);
+                }
+            }
+            b'{' => {
+                let close = b[i..].iter().position(|&c| c == b'}').map(|p| i + p);
+                let count = close.and_then(|c| {
+                    let body = std::str::from_utf8(&b[i + 1..c]).ok()?;
+                    body.split(',')
+                        .filter(|p| !p.is_empty())
+                        .map(|p| p.parse::<u64>().ok())
+                        .collect::<Option<Vec<_>>>()?
+                        .into_iter()
+                        .max()
+                });
+                if let (Some(n), Some(c), Some(top)) = (count, close, stack.last_mut()) {
+                    top.1 = top.1.saturating_mul(n.max(1));
+                    top.0 = top.0.max(top.1);
+                    i = c;
+                }
+            }
+            _ => {
+                if let Some(top) = stack.last_mut() {
+                    top.1 = 1;
+                }
+            }
+        }
+        i += 1;
+    }
+    let weight = stack.iter().map(|f| f.0).max().unwrap_or(1);
+    if weight > MAX_REGEX_REPETITION {
+        return Err(PromqlError::TooLarge(format!(
+            "regex {literal} repeats up to {weight} times (nested counted repetitions); \
+             the limit is {MAX_REGEX_REPETITION}"
+        )));
+    }
+    Ok(())
 }
 
 /// Scans a `"` or `'` string starting at `i`; returns the index after it (or the end of
@@ -277,6 +354,26 @@ mod tests {
     #[case(r#"foo{a="\377"}"#)]
     fn rejects(#[case] src: &str) {
         assert!(matches!(prepare(src), Err(PromqlError::Parse(_))), "{src}");
+    }
+
+    #[rstest]
+    #[case(r#"x{a=~"((a{100}){100}){100}"}"#)]
+    #[case(r#"x{a=~"(\\w{1000}){1000}"}"#)]
+    #[case("x{a!~`(a{1,200}b){51}`}")]
+    fn rejects_huge_regex_repetitions(#[case] src: &str) {
+        assert!(
+            matches!(prepare(src), Err(PromqlError::TooLarge(_))),
+            "{src}"
+        );
+    }
+
+    #[rstest]
+    #[case(r#"x{a=~"(a{100}){100}"}"#)]
+    #[case(r#"x{a=~"[0-9]{1,5}\\.[0-9]{1,3}"}"#)]
+    #[case(r#"x{a="((a{100}){100}){100}"}"#)]
+    #[case(r#"x{a=~"a{b}{1000}"}"#)]
+    fn accepts_moderate_regexes(#[case] src: &str) {
+        assert!(prepare(src).is_ok(), "{src}");
     }
 
     #[test]

@@ -20,7 +20,7 @@ mod rewrite;
 
 use promql_parser::parser::Expr;
 
-pub use lex::{MAX_DEPTH, MAX_EXPR_BYTES};
+pub use lex::{MAX_DEPTH, MAX_EXPR_BYTES, MAX_REGEX_REPETITION};
 pub use print::{is_label_name, quote as quote_string};
 
 /// How to pin an expression to one cluster.
