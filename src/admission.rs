@@ -133,9 +133,7 @@ pub fn review(body: &[u8], values: &Values) -> Result<Reviewed, AdmissionError> 
         dry_run = req.dry_run,
     );
     let (response, outcome) = span.in_scope(|| decide(&req, &object, values));
-    let response = response?;
-    let body = serde_json::to_vec(&response.into_review())
-        .map_err(|e| AdmissionError::Encode(e.to_string()))?;
+    let body = encode(response?)?;
     Ok(Reviewed {
         uid: req.uid,
         operation: req.operation,
@@ -143,6 +141,21 @@ pub fn review(body: &[u8], values: &Values) -> Result<Reviewed, AdmissionError> 
         body,
         span,
     })
+}
+
+/// Encodes the response review. kube-core serialises `patch` (Go `[]byte`) as an array of
+/// numbers; the API's JSON form is a base64 string (as Go's encoding/json writes `[]byte`), which
+/// is what kube-apiserver documents and what keeps the response small and readable.
+fn encode(mut response: AdmissionResponse) -> Result<Vec<u8>, AdmissionError> {
+    use base64::Engine as _;
+    let patch = response.patch.take();
+    let mut review = serde_json::to_value(response.into_review())
+        .map_err(|e| AdmissionError::Encode(e.to_string()))?;
+    if let (Some(patch), Some(Value::Object(r))) = (patch, review.get_mut("response")) {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(patch);
+        r.insert("patch".to_owned(), Value::String(encoded));
+    }
+    serde_json::to_vec(&review).map_err(|e| AdmissionError::Encode(e.to_string()))
 }
 
 /// The decision for a decoded request. Pure; `dryRun` changes nothing (no side effects here).
@@ -282,5 +295,24 @@ mod tests {
         let a = review(&body, &Values::default()).unwrap().body;
         let b = review(&body, &Values::default()).unwrap().body;
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn patch_is_base64_of_a_json_patch() {
+        use base64::Engine as _;
+        let obj = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "prometheus-server", "namespace": "n",
+                "labels": {"app": "prometheus", "component": "server"}},
+            "data": {"prometheus.yml": "scrape_configs:\n- job_name: a\n"}});
+        let r = review(&review_json("CREATE", obj), &Values::default()).unwrap();
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["response"]["patchType"], "JSONPatch");
+        let encoded = v["response"]["patch"].as_str().expect("a base64 string");
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap();
+        let patch: Value = serde_json::from_slice(&raw).unwrap();
+        assert_eq!(patch[0]["op"], "replace");
+        assert_eq!(patch[0]["path"], "/data/prometheus.yml");
     }
 }

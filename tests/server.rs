@@ -25,9 +25,16 @@ fn bytes(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap()
 }
 
-/// The decoded JSON patch of a response (kube encodes `patch` as a byte array).
+/// The decoded JSON patch of a response: `patch` is base64 of the JSON patch, as kube-apiserver expects.
 fn response_patch(resp: &Value) -> Option<Patch> {
-    let raw: Vec<u8> = serde_json::from_value(resp["response"].get("patch")?.clone()).unwrap();
+    use base64::Engine as _;
+    let encoded = resp["response"]
+        .get("patch")?
+        .as_str()
+        .expect("patch is a base64 string");
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .expect("valid base64");
     Some(serde_json::from_slice(&raw).unwrap())
 }
 
