@@ -12,7 +12,6 @@
 //! HTTP is a few lines of blocking HTTP/1.0 over `std::net` (and rustls for HTTPS), bounded by
 //! socket timeouts, as in [`super::prom`].
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -30,7 +29,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::{Value, json};
 
-use super::prom::{Sample, free_port, prometheus_bin, url_encode};
+use super::prom::{Sample, free_port, parse_result, prometheus_bin, url_encode};
 
 /// The tools cluster's name (`localClusterName`), as in the seed.
 pub const LOCAL: &str = "shared-tools";
@@ -434,7 +433,11 @@ impl PromProc {
         if json["status"] != "success" {
             bail!("{}: query {expr:?}: HTTP {status}: {body}", self.name);
         }
-        parse_vector(&json["data"])
+        parse_result(&json["data"])
+            .map(|mut out| {
+                out.sort();
+                out
+            })
             .with_context(|| format!("{}: query {expr:?}: {body}", self.name))
     }
 
@@ -491,43 +494,6 @@ impl Drop for PromProc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-fn parse_vector(data: &Value) -> Result<Vec<Sample>> {
-    let value_of = |pair: &Value| -> Result<String> {
-        pair.get(1)
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| anyhow!("bad sample value {pair}"))
-    };
-    match data["resultType"].as_str() {
-        Some("scalar") => Ok(vec![Sample {
-            labels: BTreeMap::new(),
-            value: value_of(&data["result"])?,
-        }]),
-        Some("vector") => {
-            let mut out = data["result"]
-                .as_array()
-                .ok_or_else(|| anyhow!("vector result is not a list"))?
-                .iter()
-                .map(|item| {
-                    let labels = item["metric"]
-                        .as_object()
-                        .ok_or_else(|| anyhow!("series without metric: {item}"))?
-                        .iter()
-                        .map(|(k, v)| Ok((k.clone(), v.as_str().unwrap_or_default().to_owned())))
-                        .collect::<Result<_>>()?;
-                    Ok(Sample {
-                        labels,
-                        value: value_of(&item["value"])?,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            out.sort();
-            Ok(out)
-        }
-        other => bail!("unsupported result type {other:?}"),
     }
 }
 

@@ -409,7 +409,8 @@ fn read_tail(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-fn parse_result(data: &Value) -> Result<Vec<Sample>> {
+/// Decodes the `data` of a `/api/v1/query` answer (scalar or vector).
+pub fn parse_result(data: &Value) -> Result<Vec<Sample>> {
     let value_of = |pair: &Value| -> Result<String> {
         pair.get(1)
             .and_then(Value::as_str)
