@@ -60,7 +60,118 @@ fn check_fleet(f: &Fleet) -> Result<()> {
     federation_requires_a_client_certificate(f)?;
     workloads_record_without_cluster_labels(f)?;
     honor_labels_lets_the_source_win(f)?;
+    shipped_dashboards_show_one_cluster_each(f).context("shipped dashboards")?;
     vanished_series_linger_on_the_tools_cluster(f).context("staleness over /federate")
+}
+
+/// Grafana's variables as Grafana would send them for one selected cluster: `$cluster` is the
+/// cluster, the interval built-ins get plausible durations, every other variable is "All" (`.*`).
+fn grafana_substitute(expr: &str, cluster: &str) -> String {
+    let value = |name: &str| -> String {
+        match name.split(':').next().unwrap_or_default() {
+            "cluster" => cluster.to_owned(),
+            "__rate_interval" => "1m".to_owned(),
+            "__interval" => "15s".to_owned(),
+            "__range" => "5m".to_owned(),
+            "__range_s" => "300".to_owned(),
+            "__interval_ms" => "15000".to_owned(),
+            _ => ".*".to_owned(),
+        }
+    };
+    let mut out = String::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find(['$', '[']) {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        let (name, len) = if let Some(body) = tail.strip_prefix("${") {
+            match body.find('}') {
+                Some(end) => (&body[..end], end + 3),
+                None => ("", 0),
+            }
+        } else if let Some(body) = tail.strip_prefix("[[") {
+            match body.find("]]") {
+                Some(end) => (&body[..end], end + 4),
+                None => ("", 0),
+            }
+        } else if let Some(body) = tail.strip_prefix('$') {
+            let end = body
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(body.len());
+            (&body[..end], end + 1)
+        } else {
+            ("", 0)
+        };
+        if name.is_empty() {
+            out.push_str(&tail[..1]);
+            rest = &tail[1..];
+        } else {
+            out.push_str(&value(name));
+            rest = &tail[len..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Issue 6 in the fleet: for each cluster value, every query of every shipped dashboard runs
+/// without error on the tools cluster and returns series of that cluster only; enough of them
+/// return data for each cluster to make that mean something.
+fn shipped_dashboards_show_one_cluster_each(f: &Fleet) -> Result<()> {
+    // The shipped dashboards are converted for the label `cluster`.
+    if f.label != "cluster" {
+        return Ok(());
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/promfed/dashboards");
+    let mut with_data: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut queries_run = 0;
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+        let queries = promfed::dashboards::list_queries(&dashboard)?;
+        for q in queries {
+            // The `cluster` variable itself lists every cluster; that is its job.
+            if q.location == "cluster" {
+                continue;
+            }
+            for cluster in CLUSTERS {
+                let expr = grafana_substitute(&q.expr, cluster);
+                let samples = f
+                    .tools
+                    .query(&expr)
+                    .with_context(|| format!("{} / {}: {expr}", path.display(), q.location))?;
+                queries_run += 1;
+                let foreign: Vec<&Sample> = samples
+                    .iter()
+                    .filter(|s| {
+                        !s.labels.is_empty()
+                            && s.labels.get("cluster").map(String::as_str) != Some(cluster)
+                    })
+                    .collect();
+                ensure!(
+                    foreign.is_empty(),
+                    "{} / {} for cluster {cluster}: series of another cluster: {:?} ({expr})",
+                    path.display(),
+                    q.location,
+                    foreign.first()
+                );
+                if !samples.is_empty() {
+                    *with_data.entry(cluster).or_default() += 1;
+                }
+            }
+        }
+    }
+    for cluster in CLUSTERS {
+        let n = with_data.get(cluster).copied().unwrap_or_default();
+        ensure!(
+            n >= 15,
+            "only {n} dashboard queries returned data for cluster {cluster} ({queries_run} run): {with_data:?}"
+        );
+    }
+    eprintln!("shipped dashboards: {queries_run} queries run, with data per cluster {with_data:?}");
+    Ok(())
 }
 
 /// `promtool check config` (which also loads the rule files) and `check rules` accept what

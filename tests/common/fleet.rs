@@ -509,7 +509,37 @@ pub fn exporter_text(a: u32, b: u32, ephemeral: bool) -> String {
     if ephemeral {
         s.push_str("# TYPE ephemeral_gauge gauge\nephemeral_gauge 1\n");
     }
+    s.push_str(&dashboard_metrics(a));
     s
+}
+
+/// A few series of the metrics the shipped dashboards query (node-exporter, cAdvisor,
+/// kube-state-metrics, API server, promfed), with values that differ per cluster, so the
+/// dashboards' queries return data in the fleet.
+fn dashboard_metrics(scale: u32) -> String {
+    let n = f64::from(scale);
+    format!(
+        "# TYPE node_cpu_seconds_total counter\n\
+         node_cpu_seconds_total{{node=\"node-1\",cpu=\"0\",mode=\"idle\"}} {idle}\n\
+         node_cpu_seconds_total{{node=\"node-1\",cpu=\"0\",mode=\"user\"}} {n}\n\
+         # TYPE node_memory_MemTotal_bytes gauge\nnode_memory_MemTotal_bytes{{node=\"node-1\"}} {mem}\n\
+         # TYPE node_memory_MemAvailable_bytes gauge\nnode_memory_MemAvailable_bytes{{node=\"node-1\"}} {avail}\n\
+         # TYPE node_filesystem_size_bytes gauge\nnode_filesystem_size_bytes{{node=\"node-1\",device=\"/dev/sda1\",mountpoint=\"/\",fstype=\"ext4\"}} {mem}\n\
+         # TYPE node_filesystem_avail_bytes gauge\nnode_filesystem_avail_bytes{{node=\"node-1\",device=\"/dev/sda1\",mountpoint=\"/\",fstype=\"ext4\"}} {avail}\n\
+         # TYPE node_load1 gauge\nnode_load1{{node=\"node-1\"}} {n}\n\
+         # TYPE kube_node_info gauge\nkube_node_info{{node=\"node-1\"}} 1\n\
+         # TYPE kube_pod_info gauge\nkube_pod_info{{namespace=\"default\",pod=\"web-1\",node=\"node-1\"}} 1\n\
+         # TYPE container_cpu_usage_seconds_total counter\n\
+         container_cpu_usage_seconds_total{{namespace=\"default\",pod=\"web-1\",container=\"web\",image=\"nginx\",node=\"node-1\"}} {n}\n\
+         # TYPE container_memory_working_set_bytes gauge\n\
+         container_memory_working_set_bytes{{namespace=\"default\",pod=\"web-1\",container=\"web\",image=\"nginx\",node=\"node-1\"}} {avail}\n\
+         # TYPE workqueue_depth gauge\nworkqueue_depth{{name=\"crd\"}} {n}\n\
+         # TYPE promfed_admission_requests_total counter\n\
+         promfed_admission_requests_total{{operation=\"CREATE\",result=\"patched\"}} {n}\n",
+        idle = n * 100.0,
+        mem = n * 1e9,
+        avail = n * 1e8,
+    )
 }
 
 /// Widget values `(kind a, kind b)` per cluster.
