@@ -175,7 +175,7 @@ impl Bodies {
 
     fn body(&self, kind: Kind, uid: &str, n: u64) -> Vec<u8> {
         match kind {
-            Kind::Valid => self.review(uid, self.configmap.clone(), n % 2 == 0),
+            Kind::Valid => self.review(uid, self.configmap.clone(), n.is_multiple_of(2)),
             Kind::NonMatching => {
                 let mut cm = self.configmap.clone();
                 cm["metadata"]["name"] = json!("grafana-dashboards");
@@ -472,7 +472,7 @@ impl Load {
         let kind = Kind::of(n);
         let uid = format!("faults-{n:08}");
         let body = self.bodies.body(kind, &uid, n);
-        let client = if n % 3 == 0 { &self.h1 } else { &self.h2 };
+        let client = if n.is_multiple_of(3) { &self.h1 } else { &self.h2 };
         let start = Instant::now();
         let outcome = match client
             .post(&self.url)
