@@ -472,7 +472,11 @@ impl Load {
         let kind = Kind::of(n);
         let uid = format!("faults-{n:08}");
         let body = self.bodies.body(kind, &uid, n);
-        let client = if n.is_multiple_of(3) { &self.h1 } else { &self.h2 };
+        let client = if n.is_multiple_of(3) {
+            &self.h1
+        } else {
+            &self.h2
+        };
         let start = Instant::now();
         let outcome = match client
             .post(&self.url)
