@@ -985,9 +985,21 @@ async fn drive(
         mib(again),
         mib(rss_idle)
     );
-    let leak_ok = delta.abs() <= 5.0;
+    // The two last phases run after every fault with equal traffic: RSS must not creep.
+    let n = phases.len();
+    let tail_delta = if n >= 2 {
+        mib(phases[n - 1].rss_end_kib) - mib(phases[n - 2].rss_end_kib)
+    } else {
+        0.0
+    };
     println!(
-        "no leak (equal phases within 5 MiB): {}",
+        "RSS at end of '{}' vs '{}' (equal traffic, after all faults): delta {tail_delta:+.1} MiB",
+        phases.get(n.saturating_sub(2)).map_or("", |p| p.name),
+        phases.last().map_or("", |p| p.name)
+    );
+    let leak_ok = delta.abs() <= 5.0 && tail_delta.abs() <= 2.0;
+    println!(
+        "no leak (first and last equal phases within 5 MiB, last two within 2 MiB): {}",
         if leak_ok { "yes" } else { "NO" }
     );
     ok &= leak_ok;
@@ -1010,7 +1022,7 @@ async fn drive(
     match exit {
         Some(s) => {
             println!(
-                "exit status: {s} after {:.0} ms",
+                "exit: {s} after {:.0} ms",
                 shutdown_took.as_secs_f64() * 1000.0
             );
             ok &= s.code() == Some(0);
