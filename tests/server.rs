@@ -679,3 +679,62 @@ async fn graceful_shutdown_finishes_the_request_in_flight() {
         .unwrap();
     assert!(result.is_ok(), "{result:?}");
 }
+
+const DEPLOYMENT: &str = include_str!("fixtures/admission/deployment-create.json");
+const SECRETS: &str = "federationSecrets:\n- secretName: prometheus-federation\n  mountPath: /etc/prometheus/addCerts/federation\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_gets_the_federation_secret_mounted_once() {
+    let values_text = format!("{VALUES}{SECRETS}");
+    let s = TestServer::start(Opts {
+        values: Some(values_text.clone()),
+        ..Opts::default()
+    })
+    .await;
+    let values = Values::from_yaml_str(&values_text).unwrap();
+    let review = fixture(DEPLOYMENT);
+    let (status, resp) = s.post(bytes(&review)).await;
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(resp["response"]["allowed"], true, "{resp}");
+    let patch = response_patch(&resp).expect("a patch");
+    let mut patched = apply(&review, &patch);
+    assert_eq!(patched, engine_result(&review, &values));
+    let pod = &patched["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["volumes"][2],
+        json!({"name": "promfed-prometheus-federation", "secret": {"secretName": "prometheus-federation"}})
+    );
+    assert_eq!(
+        pod["containers"][1]["volumeMounts"][2],
+        json!({"mountPath": "/etc/prometheus/addCerts/federation", "name": "promfed-prometheus-federation", "readOnly": true})
+    );
+    // The reload sidecar is untouched.
+    assert_eq!(
+        pod["containers"][0],
+        review["request"]["object"]["spec"]["template"]["spec"]["containers"][0]
+    );
+
+    // Stored by the API server (which defaults defaultMode: 420) and sent again: no patch.
+    patched["spec"]["template"]["spec"]["volumes"][2]["secret"]["defaultMode"] = json!(420);
+    let mut again = review.clone();
+    again["request"]["operation"] = json!("UPDATE");
+    again["request"]["oldObject"] = review["request"]["object"].clone();
+    again["request"]["object"] = patched;
+    let (status, resp) = s.post(bytes(&again)).await;
+    assert_eq!(status, 200);
+    assert!(resp["response"].get("patch").is_none(), "{resp}");
+
+    // A Deployment without the configured container is denied, naming the containers there are.
+    let mut renamed = review.clone();
+    renamed["request"]["object"]["spec"]["template"]["spec"]["containers"][1]["name"] =
+        json!("prometheus");
+    let (status, resp) = s.post(bytes(&renamed)).await;
+    assert_eq!(status, 200);
+    assert_eq!(resp["response"]["allowed"], false, "{resp}");
+    let message = resp["response"]["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("no container \"prometheus-server\"")
+            && message.contains("prometheus-server-configmap-reload, prometheus"),
+        "{message}"
+    );
+}
