@@ -24,6 +24,23 @@ pub const MAX_DEPTH: usize = 256;
 
 /// Checks the limits and returns the text to hand to the parser.
 pub(crate) fn prepare(src: &str) -> Result<String, PromqlError> {
+    prepare_with(src, false).map(|p| p.text)
+}
+
+/// The parser's input with every regex matcher it can see replaced by a marked equality
+/// matcher (see [`super::regexes`]), so that the parser does not compile regexes.
+pub(crate) struct Marked {
+    pub text: String,
+    /// One entry per marked matcher, by marker index: true for `!~`, false for `=~`.
+    pub negated: Vec<bool>,
+}
+
+/// [`prepare`], with the regex matchers marked (see [`Marked`]).
+pub(crate) fn prepare_marked(src: &str) -> Result<Marked, PromqlError> {
+    prepare_with(src, true)
+}
+
+fn prepare_with(src: &str, mark: bool) -> Result<Marked, PromqlError> {
     if src.len() > MAX_EXPR_BYTES {
         return Err(PromqlError::TooLarge(format!(
             "expression is {} bytes long, the limit is {MAX_EXPR_BYTES}",
@@ -36,6 +53,7 @@ pub(crate) fn prepare(src: &str) -> Result<String, PromqlError> {
     let mut levels: Vec<(u8, usize)> = vec![(0, 0)];
     let mut depth = 0usize; // open brackets + operators of all open levels
     let mut after_offset = false;
+    let mut negated = Vec::new();
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
@@ -54,17 +72,40 @@ pub(crate) fn prepare(src: &str) -> Result<String, PromqlError> {
             b'"' | b'\'' => {
                 i = scan_quoted(b, i)?;
                 if in_braces && after_regex_op(&src[..start]) {
-                    check_regex_weight(&src[start..i])?;
+                    let literal = &src[start..i];
+                    check_regex_weight(literal)?;
+                    let terminated = literal.len() >= 2 && literal.ends_with(c as char);
+                    if mark
+                        && terminated
+                        && let Some(neg) = regex_op_to_equality(&mut out)
+                    {
+                        super::regexes::push_marked_literal(&mut out, literal, negated.len());
+                        negated.push(neg);
+                        after_offset = false;
+                        continue;
+                    }
                 }
             }
             b'`' => {
                 let body_start = i + 1;
                 match b[body_start..].iter().position(|&x| x == b'`') {
                     Some(len) => {
+                        let quoted = quote(&src[body_start..body_start + len]);
                         if in_braces && after_regex_op(&src[..start]) {
                             check_regex_weight(&src[start..body_start + len + 1])?;
+                            if mark && let Some(neg) = regex_op_to_equality(&mut out) {
+                                super::regexes::push_marked_literal(
+                                    &mut out,
+                                    &quoted,
+                                    negated.len(),
+                                );
+                                negated.push(neg);
+                                i = body_start + len + 1;
+                                after_offset = false;
+                                continue;
+                            }
                         }
-                        out.push_str(&quote(&src[body_start..body_start + len]));
+                        out.push_str(&quoted);
                         i = body_start + len + 1;
                         after_offset = false;
                         continue;
@@ -163,7 +204,21 @@ pub(crate) fn prepare(src: &str) -> Result<String, PromqlError> {
         after_offset = keep_offset;
         out.push_str(&src[start..i]);
     }
-    Ok(out)
+    Ok(Marked { text: out, negated })
+}
+
+/// Turns the `=~` or `!~` that ends `out` (before trailing whitespace) into `=` or `!=`;
+/// returns whether it was `!~`, or `None` (and leaves `out` alone) when `out` does not end
+/// with one.
+fn regex_op_to_equality(out: &mut String) -> Option<bool> {
+    let end = out.trim_end().len();
+    let negated = match out.get(..end)? {
+        t if t.ends_with("=~") => false,
+        t if t.ends_with("!~") => true,
+        _ => return None,
+    };
+    out.replace_range(end - 2..end, if negated { "!=" } else { "=" });
+    Some(negated)
 }
 
 /// Largest product of nested counted repetitions (`((a{100}){100})` is 10,000) accepted in

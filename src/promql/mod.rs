@@ -11,11 +11,13 @@
 //! as its input text.
 //!
 //! Pipeline: [`lex::prepare`] (limits, raw strings, checks where promql-parser is unsafe or
-//! unfaithful) -> `promql_parser::parser::parse` -> [`rewrite::Rewriter`] -> our printer.
+//! unfaithful; regex matchers marked so the parser skips compiling them, see [`regexes`]) ->
+//! `promql_parser::parser::parse` -> [`rewrite::Rewriter`] -> our printer.
 
 mod check;
 mod lex;
 mod print;
+mod regexes;
 mod rewrite;
 
 use promql_parser::parser::Expr;
@@ -112,15 +114,30 @@ fn check_options(opts: &RewriteOptions) -> Result<(), PromqlError> {
     Ok(())
 }
 
-/// Limits and pre-pass, then promql-parser. The parser runs under `catch_unwind` as a last
-/// resort: the pre-pass avoids the panics we know of, this turns unknown ones into errors.
+/// Limits and pre-pass, then promql-parser. First with the regex matchers marked so that the
+/// parser does not compile them ([`regexes`]: most of the cost of a parse); when that tree
+/// cannot be trusted or does not parse, the plain parse decides, errors included.
 fn parse(src: &str) -> Result<Expr, PromqlError> {
     register_prometheus_2_42_functions();
-    let text = lex::prepare(src)?;
-    if text.trim().is_empty() {
+    let marked = lex::prepare_marked(src)?;
+    if marked.text.trim().is_empty() {
         return Err(PromqlError::Parse("empty expression".into()));
     }
-    let parsed = std::panic::catch_unwind(|| promql_parser::parser::parse(&text))
+    if marked.negated.is_empty() {
+        return parse_text(&marked.text);
+    }
+    if let Ok(mut expr) = parse_text(&marked.text)
+        && regexes::restore(&mut expr, &marked.negated)
+    {
+        return Ok(expr);
+    }
+    parse_text(&lex::prepare(src)?)
+}
+
+/// promql-parser under `catch_unwind` as a last resort: the pre-pass avoids the panics we
+/// know of, this turns unknown ones into errors.
+fn parse_text(text: &str) -> Result<Expr, PromqlError> {
+    let parsed = std::panic::catch_unwind(|| promql_parser::parser::parse(text))
         .map_err(|_| PromqlError::Parse("the PromQL parser crashed on this input".into()))?;
     parsed.map_err(PromqlError::Parse)
 }

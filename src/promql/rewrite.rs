@@ -28,6 +28,9 @@ pub(crate) struct Rewriter<'a> {
     /// The replacement argument of our `label_replace` wrapper (`$` doubled: Go's
     /// `Regexp.Expand` would otherwise read `$name` as a capture group).
     replacement: String,
+    /// The matcher to add, built on first use (with `regex`, building compiles the regex:
+    /// once per expression rather than once per selector).
+    matcher: Option<Matcher>,
     pub changed: bool,
     pub warnings: Vec<String>,
 }
@@ -37,6 +40,7 @@ impl<'a> Rewriter<'a> {
         Self {
             opts,
             replacement: opts.value.replace('$', "$$"),
+            matcher: None,
             changed: false,
             warnings: Vec::new(),
         }
@@ -93,25 +97,35 @@ impl<'a> Rewriter<'a> {
             return Err(or_matchers_error());
         }
         if lacks_label(&vs.matchers, &self.opts.label) {
-            let m = if self.opts.regex {
-                Matcher::new_matcher(
-                    T_EQL_REGEX,
-                    self.opts.label.clone(),
-                    self.opts.value.clone(),
-                )
-                .map_err(|e| {
-                    PromqlError::InvalidOption(format!(
-                        "value {:?} is not a valid regex: {e}",
-                        self.opts.value
-                    ))
-                })?
-            } else {
-                Matcher::new(MatchOp::Equal, &self.opts.label, &self.opts.value)
+            let m = match &self.matcher {
+                Some(m) => m.clone(),
+                None => self.matcher.insert(self.build_matcher()?).clone(),
             };
             vs.matchers.matchers.push(m);
             self.changed = true;
         }
         Ok(())
+    }
+
+    fn build_matcher(&self) -> Result<Matcher, PromqlError> {
+        if !self.opts.regex {
+            return Ok(Matcher::new(
+                MatchOp::Equal,
+                &self.opts.label,
+                &self.opts.value,
+            ));
+        }
+        Matcher::new_matcher(
+            T_EQL_REGEX,
+            self.opts.label.clone(),
+            self.opts.value.clone(),
+        )
+        .map_err(|e| {
+            PromqlError::InvalidOption(format!(
+                "value {:?} is not a valid regex: {e}",
+                self.opts.value
+            ))
+        })
     }
 
     /// `by`: add the label (a missing or empty `by` becomes `by (<label>)`); `without`:
