@@ -52,6 +52,24 @@ fn bench(c: &mut Criterion) {
             })
         },
     );
+    // One rule with two regex matchers: seen before (checked regexes are cached) and never
+    // seen (each iteration brings new regexes, so they are checked in full).
+    let rule = |n: u64| {
+        format!(
+            r#"sum by (verb) (rate(apiserver_request_total{{verb=~"LIST|GET|V{n}",code=~"5..|{n}"}}[5m]))"#
+        )
+    };
+    let warm = rule(0);
+    c.bench_function("promql: rewrite_expr, rule with 2 known regexes", |b| {
+        b.iter(|| black_box(rewrite_expr(black_box(&warm), &opts).expect("rewrite")))
+    });
+    let mut n = 0;
+    c.bench_function("promql: rewrite_expr, rule with 2 new regexes", |b| {
+        b.iter(|| {
+            n += 1;
+            black_box(rewrite_expr(&rule(n), &opts).expect("rewrite"))
+        })
+    });
     c.bench_function(
         &format!("promql-parser: parse x{} (example rules)", exprs.len()),
         |b| {

@@ -167,16 +167,20 @@ fn check(value: &str) -> Option<bool> {
 /// fail on it (the caller then lets promql-parser decide, which also retries with `{`
 /// escaped).
 fn compile(value: &str) -> Option<NFA> {
+    thread_local! {
+        // A compiler allocates sizeable scratch tables; reuse them.
+        static COMPILER: thompson::Compiler = {
+            let mut c = thompson::Compiler::new();
+            c.syntax(syntax::Config::new().utf8(true)).configure(
+                thompson::Config::new()
+                    .nfa_size_limit(Some(NFA_SIZE_LIMIT))
+                    .shrink(false),
+            );
+            c
+        };
+    }
     let anchored = format!("^(?:{value})$");
-    thompson::Compiler::new()
-        .syntax(syntax::Config::new().utf8(true))
-        .configure(
-            thompson::Config::new()
-                .nfa_size_limit(Some(NFA_SIZE_LIMIT))
-                .shrink(false),
-        )
-        .build(&anchored)
-        .ok()
+    COMPILER.with(|c| c.build(&anchored).ok())
 }
 
 /// The regex put inside restored matchers (see module docs); built once.
