@@ -328,4 +328,34 @@ mod tests {
         let want = plain(src).map(|e| printed(&e));
         assert_eq!(got, want, "{src}");
     }
+
+    proptest::proptest! {
+        /// Whatever the regex text, the fast path yields the plain parse's result.
+        #[test]
+        fn same_result_as_the_plain_parse(
+            name in proptest::option::of("[a-z_]{1,3}"),
+            matchers in proptest::collection::vec(
+                (
+                    "[a-c]|__name__",
+                    proptest::sample::select(vec!["=~", "!~", "=", "!="]),
+                    proptest::sample::select(vec!["\"", "'", "`"]),
+                    r#"([a-c.*+?|(){}\[\]^$ ,0-9-]|\\[dwsb.x]|\\\\|\\"|\\'|\\x00|é|☃){0,8}"#,
+                ),
+                0..4,
+            ),
+        ) {
+            let body: Vec<String> = matchers
+                .iter()
+                .map(|(l, op, q, v)| format!("{l}{op}{q}{v}{q}"))
+                .collect();
+            let src = format!("{}{{{}}}", name.unwrap_or_default(), body.join(", "));
+            let got = crate::promql::parse(&src).map(|e| (printed(&e), matchers_of(e)));
+            let want = plain(&src).map(|e| (printed(&e), matchers_of(e)));
+            proptest::prop_assert_eq!(got, want, "{}", src);
+        }
+    }
+
+    fn matchers_of(e: Expr) -> Vec<(String, String, String)> {
+        matchers(e)
+    }
 }
