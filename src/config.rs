@@ -242,7 +242,7 @@ impl Values {
                 text.len()
             )));
         }
-        let doc: Value = serde_yaml::from_str(text)
+        let doc: Value = crate::yaml::parse(text)
             .map_err(|e| ConfigError::Invalid(format!("not valid YAML: {e}")))?;
         let map = match doc {
             Value::Null => Mapping::new(),

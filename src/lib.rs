@@ -17,3 +17,4 @@ pub mod patch;
 pub mod promql;
 pub mod rewrite;
 pub mod server;
+pub mod yaml;

@@ -164,8 +164,7 @@ fn parse_stream(input: &str) -> Result<Vec<Doc>, StreamError> {
             format: "YAML",
             message,
         };
-        let y: serde_yaml::Value =
-            serde_yaml::from_str(chunk).map_err(|e| parse_err(e.to_string()))?;
+        let y = crate::yaml::parse(chunk).map_err(parse_err)?;
         if y.is_null() {
             continue;
         }

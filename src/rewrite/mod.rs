@@ -13,6 +13,10 @@ pub mod deployment;
 pub mod rules;
 pub mod scrape;
 
+/// kube-apiserver refuses a ConfigMap whose `data` and `binaryData` (keys and values) add up to
+/// more than this; a patch that crosses it would fail with an error that does not name promfed.
+pub const MAX_CONFIGMAP_BYTES: usize = 1024 * 1024;
+
 /// Largest data value we parse. A ConfigMap is capped at 1 MiB by the API server; anything
 /// bigger did not come from it.
 pub const MAX_DOCUMENT_BYTES: usize = 2 * 1024 * 1024;
@@ -85,7 +89,7 @@ fn parse_yaml(text: &str) -> Result<serde_yaml::Value, String> {
             text.len()
         ));
     }
-    serde_yaml::from_str(text).map_err(|e| format!("not valid YAML: {e}"))
+    crate::yaml::parse(text).map_err(|e| format!("not valid YAML: {e}"))
 }
 
 /// Decides the mutation of one Kubernetes object given as JSON (as in an AdmissionReview).
@@ -110,6 +114,9 @@ fn mutate_configmap(object: &serde_json::Value, values: &Values) -> Result<Mutat
         return Ok(Mutation::default());
     }
     let rewrite = configmap::rewrite_configmap(&cm, values)?;
+    if !rewrite.changed.is_empty() {
+        check_configmap_size(&cm, &rewrite.changed)?;
+    }
     let ops = rewrite
         .changed
         .into_iter()
@@ -122,4 +129,33 @@ fn mutate_configmap(object: &serde_json::Value, values: &Values) -> Result<Mutat
         patch: json_patch::Patch(ops),
         warnings: rewrite.warnings,
     })
+}
+
+/// Refuses a rewrite whose result the API server would not store, with a message that says why.
+fn check_configmap_size(cm: &ConfigMap, changed: &[(String, String)]) -> Result<(), RewriteError> {
+    let data = cm.data.as_ref();
+    let mut total: usize = data
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| {
+            let v = changed
+                .iter()
+                .find(|(ck, _)| ck == k)
+                .map_or(v.as_str(), |(_, new)| new);
+            k.len() + v.len()
+        })
+        .sum();
+    total += cm
+        .binary_data
+        .iter()
+        .flatten()
+        .map(|(k, v)| k.len() + v.0.len())
+        .sum::<usize>();
+    if total > MAX_CONFIGMAP_BYTES {
+        return Err(RewriteError::Object(format!(
+            "the rewritten ConfigMap would hold {total} bytes of data, more than the API server's limit of \
+             {MAX_CONFIGMAP_BYTES} bytes; shrink prometheus.yml or the rule files"
+        )));
+    }
+    Ok(())
 }
