@@ -6,11 +6,12 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
-# Dummy targets matching Cargo.toml (the lib, the binary, the [[bench]]) to cache dependencies.
+# Dummy targets matching Cargo.toml (the lib, the binary, every [[bench]]) to cache dependencies.
 RUN mkdir -p src benches \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
-    && echo 'fn main() {}' > benches/rewrite.rs \
+    && for b in $(grep -A1 '^\[\[bench\]\]' Cargo.toml | sed -n 's/^name = "\(.*\)"/\1/p'); do \
+         echo 'fn main() {}' > "benches/$b.rs"; done \
     && cargo build --release --locked \
     && rm -rf src benches target/release/promfed target/release/deps/promfed-* \
        target/release/deps/libpromfed-* target/release/.fingerprint/promfed-*
