@@ -14,18 +14,15 @@ use crate::config::{Values, describe};
 pub fn rewrite_prometheus_yml(key: &str, text: &str, values: &Values) -> Result<Edit, String> {
     let mut doc = parse_yaml(text)?;
     let mut warnings = Vec::new();
+    if doc.is_null() {
+        // An empty prometheus.yml: Prometheus's defaults, no jobs to label.
+        if values.additional_scrape_configs.is_empty() {
+            return Ok(Edit::unchanged(warnings));
+        }
+        doc = Value::Mapping(Mapping::new());
+    }
     let root = match &mut doc {
         Value::Mapping(m) => m,
-        Value::Null => {
-            if values.additional_scrape_configs.is_empty() {
-                return Ok(Edit::unchanged(warnings));
-            }
-            doc = Value::Mapping(Mapping::new());
-            match &mut doc {
-                Value::Mapping(m) => m,
-                _ => unreachable!("just assigned a mapping"),
-            }
-        }
         other => {
             return Err(format!(
                 "expected a mapping at the top level, found {}",
