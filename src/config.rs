@@ -291,6 +291,38 @@ impl Values {
         Ok(values)
     }
 
+    /// Findings that are not errors: files the federation jobs read (`tls_config.ca_file`,
+    /// `basic_auth.password_file`, ...) that none of `federationSecrets` mounts. Prometheus starts
+    /// without such a file, logs once and never scrapes the job, so a typo here silently drops a
+    /// cluster. Only checked when `federationSecrets` is used (else the files come from elsewhere).
+    pub fn warnings(&self) -> Vec<String> {
+        if self.federation_secrets.is_empty() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for sc in &self.additional_scrape_configs {
+            let job = sc
+                .get("job_name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let mut files = Vec::new();
+            collect_files(&Value::Mapping(sc.clone()), "", &mut files);
+            for (key, path) in files {
+                let mounted = self
+                    .federation_secrets
+                    .iter()
+                    .any(|s| path.starts_with(&format!("{}/", s.mount_path.trim_end_matches('/'))));
+                if !mounted {
+                    out.push(format!(
+                        "additionalScrapeConfigs job {job:?}: {key} {path:?} is not under any federationSecrets \
+                         mountPath; Prometheus will not scrape this job unless the file exists in its pod"
+                    ));
+                }
+            }
+        }
+        out
+    }
+
     /// Checks every rule the rest of promfed relies on. Returns the first problem found.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
@@ -576,6 +608,28 @@ fn normalize_path(p: &str) -> Option<String> {
     Some(joined)
 }
 
+/// Collects `(dotted.key, path)` of every string setting whose key ends in `_file`.
+fn collect_files(v: &Value, at: &str, out: &mut Vec<(String, String)>) {
+    match v {
+        Value::Mapping(m) => {
+            for (k, child) in m {
+                let Some(k) = k.as_str() else { continue };
+                let here = if at.is_empty() {
+                    k.to_owned()
+                } else {
+                    format!("{at}.{k}")
+                };
+                match child {
+                    Value::String(path) if k.ends_with("_file") => out.push((here, path.clone())),
+                    _ => collect_files(child, &here, out),
+                }
+            }
+        }
+        Value::Sequence(items) => items.iter().for_each(|c| collect_files(c, at, out)),
+        _ => {}
+    }
+}
+
 /// True when one path equals the other or is nested inside it.
 fn path_overlaps(a: &str, b: &str) -> bool {
     let nested =
@@ -753,6 +807,31 @@ additionalScrapeConfigs:
             let e = err(&format!("federationSecrets:\n{yaml}"));
             assert!(e.contains(want), "{yaml}: {e}");
         }
+    }
+
+    #[test]
+    fn unmounted_federation_files_are_warned_about() {
+        let with = |mount: &str| {
+            Values::from_yaml_str(&format!(
+                "{SEED}federationSecrets:\n- secretName: fed\n  mountPath: {mount}\n"
+            ))
+            .unwrap()
+        };
+        assert!(
+            with("/etc/prometheus/addCerts/federation")
+                .warnings()
+                .is_empty()
+        );
+        let w = with("/etc/prometheus/addcerts/federation").warnings();
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(
+            w[0].contains(
+                "\"federation\": tls_config.ca_file \"/etc/prometheus/addCerts/federation/ca.crt\""
+            ),
+            "{w:?}"
+        );
+        // Without federationSecrets the files are mounted some other way: nothing to say.
+        assert!(Values::from_yaml_str(SEED).unwrap().warnings().is_empty());
     }
 
     #[test]

@@ -85,6 +85,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check(args) => {
             let values = Values::load(&args.values)?;
+            for w in values.warnings() {
+                eprintln!("warning: {w}");
+            }
             println!(
                 "{}: ok (cluster label {:?} = {:?}, {} federation job(s), rule files {:?})",
                 args.values.display(),

@@ -96,6 +96,7 @@ pub fn mutate_deployment(object: &Value, values: &Values) -> Result<Mutation, Re
     };
     let mut mutation = Mutation {
         target: Some(Target::Deployment),
+        warnings: values.warnings(),
         ..Mutation::default()
     };
     if values.federation_secrets.is_empty() {
