@@ -221,16 +221,26 @@ fn default_rule_files() -> Vec<String> {
 impl Values {
     /// Reads and validates a values file; errors name the file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+        let bytes = std::fs::read(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
             error,
         })?;
-        Self::from_yaml_str(&text).map_err(|e| ConfigError::File {
+        Self::from_file_bytes(path, &bytes)
+    }
+
+    /// Parses the bytes read from the values file at `path` (the reloader compares bytes before
+    /// parsing); errors name the file.
+    pub fn from_file_bytes(path: &Path, bytes: &[u8]) -> Result<Self, ConfigError> {
+        let file_error = |message: String| ConfigError::File {
             path: path.to_owned(),
-            message: match e {
+            message,
+        };
+        let text = std::str::from_utf8(bytes).map_err(|e| file_error(format!("not UTF-8: {e}")))?;
+        Self::from_yaml_str(text).map_err(|e| {
+            file_error(match e {
                 ConfigError::Invalid(m) => m,
                 other => other.to_string(),
-            },
+            })
         })
     }
 

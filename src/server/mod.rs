@@ -454,14 +454,18 @@ pub struct Listeners {
     pub metrics: TcpListener,
 }
 
-/// Loads values and certificate (failing before serving anything if either is unusable),
-/// serves until `shutdown` completes, then stops accepting and drains in-flight requests for
-/// at most `shutdown_grace`.
-pub async fn serve(
-    listeners: Listeners,
-    settings: Settings,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), ServeError> {
+/// Values, certificate and metrics, loaded once before anything is served.
+#[derive(Debug)]
+pub struct Loaded {
+    values: Values,
+    cert: tls::LoadedCert,
+    watched: reload::Watched,
+    metrics: Arc<Metrics>,
+}
+
+/// Loads the values file and the certificate (or generates the self-signed one and writes its
+/// CA). `run` calls it before binding, so a bad mount fails fast with the file named.
+pub fn load(settings: &Settings) -> Result<Loaded, ServeError> {
     let metrics = Arc::new(Metrics::new());
     let mut watched = reload::Watched::default();
     let values = match &settings.values {
@@ -470,7 +474,7 @@ pub async fn serve(
                 path: path.clone(),
                 error: source,
             })?;
-            let values = reload::parse_values(path, &bytes)?;
+            let values = Values::from_file_bytes(path, &bytes)?;
             tracing::info!(path = %path.display(), "values file loaded");
             watched.values = Some(reload::ValuesFile {
                 path: path.clone(),
@@ -483,7 +487,7 @@ pub async fn serve(
             Values::default()
         }
     };
-    let loaded = match &settings.tls {
+    let cert = match &settings.tls {
         TlsSource::Files { cert, key } => {
             let pair = tls::read_pair(cert, key)?;
             let loaded = tls::load_pem(&pair.0, &pair.1, cert, key)?;
@@ -513,11 +517,44 @@ pub async fn serve(
             )?
         }
     };
-    if let Some(t) = loaded.not_after {
+    if let Some(t) = cert.not_after {
         metrics.set_certificate_expiry(t);
     }
-    tracing::info!(serial = %loaded.serial, not_after = loaded.not_after, "serving certificate loaded");
-    let resolver = Arc::new(CertResolver::new(loaded.key));
+    tracing::info!(serial = %cert.serial, not_after = cert.not_after, "serving certificate loaded");
+    Ok(Loaded {
+        values,
+        cert,
+        watched,
+        metrics,
+    })
+}
+
+/// Loads values and certificate (failing before serving anything if either is unusable),
+/// serves until `shutdown` completes, then stops accepting and drains in-flight requests for
+/// at most `shutdown_grace`.
+pub async fn serve(
+    listeners: Listeners,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let loaded = load(&settings)?;
+    serve_loaded(listeners, settings, loaded, shutdown).await
+}
+
+/// [`serve`] with values and certificate already [`load`]ed.
+pub async fn serve_loaded(
+    listeners: Listeners,
+    settings: Settings,
+    loaded: Loaded,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let Loaded {
+        values,
+        cert,
+        watched,
+        metrics,
+    } = loaded;
+    let resolver = Arc::new(CertResolver::new(cert.key));
     let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(resolver.clone())?));
 
     let state = Arc::new(AppState::new(
@@ -687,13 +724,8 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signal)?;
     let settings = Settings::from(&args);
-    // Check values and certificate before binding: a bad mount fails fast with the file named.
-    if let Some(path) = &settings.values {
-        Values::load(path)?;
-    }
-    if let TlsSource::Files { cert, key } = &settings.tls {
-        tls::load_files(cert, key)?;
-    }
+    // Load values and certificate before binding: a bad mount fails fast with the file named.
+    let loaded = load(&settings)?;
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
             .await
@@ -711,7 +743,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         tracing::warn!("second signal during shutdown: exiting now");
         std::process::exit(130);
     });
-    serve(listeners, settings, async move {
+    serve_loaded(listeners, settings, loaded, async move {
         let _ = first_rx.await;
     })
     .await

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use super::AppState;
 use super::tls::{self, CertResolver};
-use crate::config::{ConfigError, Values};
+use crate::config::Values;
 use crate::metrics::ReloadKind;
 
 /// The values file and the bytes now in use.
@@ -35,21 +35,6 @@ pub struct CertFiles {
 pub struct Watched {
     pub values: Option<ValuesFile>,
     pub cert: Option<CertFiles>,
-}
-
-/// Parses values file bytes, naming the file in errors.
-pub fn parse_values(path: &std::path::Path, bytes: &[u8]) -> Result<Values, ConfigError> {
-    let text = std::str::from_utf8(bytes).map_err(|e| ConfigError::File {
-        path: path.to_owned(),
-        message: format!("not UTF-8: {e}"),
-    })?;
-    Values::from_yaml_str(text).map_err(|e| ConfigError::File {
-        path: path.to_owned(),
-        message: match e {
-            ConfigError::Invalid(m) => m,
-            other => other.to_string(),
-        },
-    })
 }
 
 /// Polls every `interval` until `stop` turns true.
@@ -81,7 +66,7 @@ pub async fn poll_once(watched: &mut Watched, state: &AppState, resolver: &CertR
     if let Some(v) = watched.values.as_mut() {
         match tokio::fs::read(&v.path).await {
             Ok(bytes) if bytes != v.last => {
-                match parse_values(&v.path, &bytes) {
+                match Values::from_file_bytes(&v.path, &bytes) {
                     Ok(values) => {
                         state.set_values(values);
                         state.metrics.reload(ReloadKind::values, true);

@@ -91,12 +91,6 @@ pub fn load_pem(
     })
 }
 
-/// Reads and parses the certificate and key files.
-pub fn load_files(cert_path: &Path, key_path: &Path) -> Result<LoadedCert, TlsError> {
-    let (cert, key) = read_pair(cert_path, key_path)?;
-    load_pem(&cert, &key, cert_path, key_path)
-}
-
 /// Reads both files' bytes (the reloader compares them to notice a change).
 pub fn read_pair(cert_path: &Path, key_path: &Path) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
     let read = |p: &Path| {
