@@ -29,7 +29,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::{Value, json};
 
-use super::prom::{Sample, free_port, parse_result, prometheus_bin, url_encode};
+use super::prom::{Sample, free_port, parse_http_answer, parse_result, prometheus_bin, url_encode};
 
 /// The tools cluster's name (`localClusterName`), as in the seed.
 pub const LOCAL: &str = "shared-tools";
@@ -183,16 +183,7 @@ pub fn request(
             )?
         }
     };
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow!("malformed HTTP answer from {addr}: {text}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!("malformed status line from {addr}: {head}"))?;
-    Ok((status, body.to_owned()))
+    parse_http_answer(addr, &raw)
 }
 
 fn exchange(mut s: impl Read + Write, head: &[u8], body: &[u8]) -> Result<Vec<u8>> {

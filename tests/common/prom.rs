@@ -478,7 +478,12 @@ pub fn http_get(addr: SocketAddr, path_and_query: &str) -> Result<(u16, String)>
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)
         .with_context(|| format!("reading the answer from {addr}"))?;
-    let text = String::from_utf8_lossy(&raw);
+    parse_http_answer(addr, &raw)
+}
+
+/// Splits a whole HTTP/1.0 answer into its status code and body.
+pub fn parse_http_answer(addr: SocketAddr, raw: &[u8]) -> Result<(u16, String)> {
+    let text = String::from_utf8_lossy(raw);
     let (head, body) = text
         .split_once("\r\n\r\n")
         .ok_or_else(|| anyhow!("malformed HTTP answer from {addr}: {text}"))?;
