@@ -98,6 +98,22 @@ fn last_local_scrape(tools: &PromProc) -> Result<f64> {
     }
 }
 
+/// Waits until the local job is scraped and the scrape-pool error is logged; returns that line.
+fn scrape_pool_error(tools: &PromProc) -> Result<String> {
+    const NEEDLE: &str = "error creating new scrape pool";
+    wait_for("local scrapes and the scrape-pool error", WAIT, || {
+        let local_up = tools.query("up{job=\"prometheus\"} == 1")?.len();
+        let logged = tools.log().contains(NEEDLE);
+        Ok((local_up == 1 && logged).then_some(()))
+    })?;
+    let log = tools.log();
+    Ok(log
+        .lines()
+        .find(|l| l.contains(NEEDLE))
+        .unwrap_or_default()
+        .to_owned())
+}
+
 #[test]
 fn missing_ca_file_at_start_up_then_reload_then_removed() {
     let root = match tempfile::tempdir() {
@@ -117,16 +133,7 @@ fn missing_ca_file_at_start_up_then_reload_then_removed() {
         )?);
 
         // 1. Start-up without the files: ready, local job scraped, federation pool never created.
-        wait_for("local scrapes and the scrape-pool error", WAIT, || {
-            let local_up = tools.query("up{job=\"prometheus\"} == 1")?.len();
-            let logged = tools.log().contains("error creating new scrape pool");
-            Ok((local_up == 1 && logged).then_some(()))
-        })?;
-        let log = tools.log();
-        let line = log
-            .lines()
-            .find(|l| l.contains("error creating new scrape pool"))
-            .unwrap_or_default();
+        let line = scrape_pool_error(tools)?;
         let ca = mount.join("ca.crt");
         ensure!(
             line.contains("level=error")
@@ -216,16 +223,7 @@ fn missing_client_cert_at_start_up() {
             "127.0.0.1:9".to_owned(),
             &mount,
         )?);
-        wait_for("local scrapes and the scrape-pool error", WAIT, || {
-            let local_up = tools.query("up{job=\"prometheus\"} == 1")?.len();
-            let logged = tools.log().contains("error creating new scrape pool");
-            Ok((local_up == 1 && logged).then_some(()))
-        })?;
-        let log = tools.log();
-        let line = log
-            .lines()
-            .find(|l| l.contains("error creating new scrape pool"))
-            .unwrap_or_default();
+        let line = scrape_pool_error(tools)?;
         ensure!(
             line.contains("scrape_pool=federation")
                 && line.contains(&mount.join("tls.crt").display().to_string()),
