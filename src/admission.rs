@@ -187,12 +187,15 @@ fn decide(
             } else if m.patch.0.is_empty() {
                 (Ok(response), Outcome::Unchanged)
             } else {
-                let patch_bytes = serde_json::to_vec(&m.patch)
-                    .map(|v| v.len())
-                    .unwrap_or_default();
                 let response = response
                     .with_patch(m.patch)
                     .map_err(|e| AdmissionError::Encode(e.to_string()));
+                // The size of the patch as serialised for the response (once, by with_patch).
+                let patch_bytes = response
+                    .as_ref()
+                    .ok()
+                    .and_then(|r| r.patch.as_ref())
+                    .map_or(0, Vec::len);
                 (response, Outcome::Patched { patch_bytes })
             }
         }
