@@ -11,6 +11,8 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_yaml::{Mapping, Value};
 
+use crate::promql::is_label_name;
+
 /// Default for `localClusterName`, as in the seed (`data.values.localClusterName or "local"`).
 pub const DEFAULT_LOCAL_CLUSTER_NAME: &str = "local";
 /// Default for `clusterLabelName`, as in the seed.
@@ -569,13 +571,6 @@ pub fn describe(v: &Value) -> &'static str {
         Value::Mapping(_) => "a mapping",
         Value::Tagged(_) => "a tagged value",
     }
-}
-
-/// Prometheus label name syntax: `[a-zA-Z_][a-zA-Z0-9_]*`.
-pub fn is_label_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Kubernetes DNS-1123 subdomain (the rule for Secret names).
