@@ -4,9 +4,8 @@
 //! speed. It prints throughput, p50/p90/p99/max latency, errors, and the server's peak RSS
 //! (VmHWM) and CPU time, read from /proc of the server process.
 //!
-//! The server runs as a separate process: the release `promfed` binary (`promfed serve`) when
-//! it has that subcommand, else this bench binary re-executed as a server running the same
-//! `promfed::server::serve`. The output says which.
+//! The server runs as a separate process, the release `promfed serve`, so its RSS and CPU
+//! time are its own.
 //!
 //! `cargo bench --bench load`; knobs (environment): PROMFED_LOAD_RATE (requests/s, 500),
 //! PROMFED_LOAD_SECS (10), PROMFED_LOAD_CONCURRENCY (max requests in flight, 64),
@@ -15,18 +14,16 @@
 //! behind shows it (no coordinated omission).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use promfed::server::{Listeners, Settings, TlsSource};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use tokio::sync::Semaphore;
 
 const REVIEW: &str = include_str!("../tests/fixtures/admission/configmap-update.json");
 const VALUES: &str = include_str!("../tests/fixtures/admission/values.yaml");
-const CHILD_ENV: &str = "PROMFED_LOAD_CHILD";
 /// Hard bound on the whole run, whatever the knobs say.
 const MAX_RUN: Duration = Duration::from_secs(120);
 
@@ -38,52 +35,12 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 fn main() {
-    if std::env::var_os(CHILD_ENV).is_some() {
-        child_server();
-        return;
-    }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(parent());
-}
-
-/// Server mode of this binary: `serve` with the settings passed in the environment.
-fn child_server() {
-    promfed::logging::init(promfed::logging::LogFormat::Text);
-    let var = |n: &str| std::env::var(n).expect("set by the parent");
-    let settings = Settings {
-        values: Some(PathBuf::from(var("PROMFED_VALUES"))),
-        tls: TlsSource::Files {
-            cert: var("PROMFED_TLS_CERT").into(),
-            key: var("PROMFED_TLS_KEY").into(),
-        },
-        max_body_bytes: 8 * 1024 * 1024,
-        request_timeout: Duration::from_secs(10),
-        shutdown_grace: Duration::from_secs(5),
-        reload_interval: Duration::from_secs(5),
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let admission = tokio::net::TcpListener::bind(var("PROMFED_LISTEN"))
-            .await
-            .expect("bind");
-        let metrics = tokio::net::TcpListener::bind(var("PROMFED_METRICS_LISTEN"))
-            .await
-            .expect("bind");
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("signal");
-        promfed::server::serve(Listeners { admission, metrics }, settings, async move {
-            term.recv().await;
-        })
-        .await
-        .expect("serve");
-    });
 }
 
 fn free_port() -> SocketAddr {
@@ -114,26 +71,12 @@ fn write_certs(dir: &Path) -> Certs {
     }
 }
 
-/// Starts the server process; returns it and a description of what runs.
+/// Starts the release `promfed serve` as a child process; returns it and a description.
 fn spawn_server(dir: &Path, admission: SocketAddr, metrics: SocketAddr) -> (Child, &'static str) {
-    let bin = env!("CARGO_BIN_EXE_promfed");
-    let has_serve = Command::new(bin)
-        .args(["serve", "--help"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
     let log = std::fs::File::create(dir.join("server.log")).expect("log file");
-    let mut cmd = if has_serve {
-        let mut c = Command::new(bin);
-        c.arg("serve");
-        c
-    } else {
-        let mut c = Command::new(std::env::current_exe().expect("exe"));
-        c.env(CHILD_ENV, "1");
-        c
-    };
-    cmd.env("PROMFED_VALUES", dir.join("values.yaml"))
+    let child = Command::new(env!("CARGO_BIN_EXE_promfed"))
+        .arg("serve")
+        .env("PROMFED_VALUES", dir.join("values.yaml"))
         .env("PROMFED_TLS_CERT", dir.join("tls.crt"))
         .env("PROMFED_TLS_KEY", dir.join("tls.key"))
         .env("PROMFED_LISTEN", admission.to_string())
@@ -144,13 +87,10 @@ fn spawn_server(dir: &Path, admission: SocketAddr, metrics: SocketAddr) -> (Chil
         )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(log);
-    let what = if has_serve {
-        "release binary `promfed serve` (child process)"
-    } else {
-        "promfed::server::serve in a child process (this bench binary re-executed; the CLI has no `serve` yet)"
-    };
-    (cmd.spawn().expect("spawn server"), what)
+        .stderr(log)
+        .spawn()
+        .expect("spawn server");
+    (child, "release binary `promfed serve` (child process)")
 }
 
 fn proc_status(pid: u32, field: &str) -> Option<u64> {
