@@ -4,10 +4,9 @@
 //! `tests/fixtures/dashboards/shipped-src/`. After changing a source (or the converter), rewrite
 //! them with `PROMFED_BLESS_DASHBOARDS=1 cargo test --test dashboards shipped`.
 
+use promfed::cli::dashboards::{ConvertArgs, DashboardsCommand, run_with};
 use promfed::dashboards::vars;
-use promfed::dashboards::{
-    ConvertArgs, ConvertOptions, DashboardsCommand, QueryKind, convert, list_queries, run_with,
-};
+use promfed::dashboards::{ConvertOptions, QueryKind, convert, list_queries};
 use promql_parser::label::MatchOp;
 use promql_parser::parser::{self, Expr, LabelModifier};
 use promql_parser::util::{ExprVisitor, walk_expr};

@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Values;
 
+pub mod dashboards;
+pub mod input;
 mod mutate;
 
 pub use mutate::{OutputFormat, mutate_stream};
@@ -31,7 +33,7 @@ pub enum Command {
     Serve(crate::server::ServeArgs),
     /// Grafana dashboards: make any dashboard multi-cluster.
     #[command(subcommand)]
-    Dashboards(crate::dashboards::DashboardsCommand),
+    Dashboards(dashboards::DashboardsCommand),
     /// Generate the CA, webhook and federation certificates.
     Certs(crate::certs::CertsArgs),
 }
@@ -78,7 +80,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(crate::server::run(args))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Dashboards(cmd) => Ok(crate::dashboards::run(cmd)?.into()),
+        Command::Dashboards(cmd) => Ok(dashboards::run(cmd)?.into()),
         Command::Certs(args) => {
             crate::certs::run(args)?;
             Ok(ExitCode::SUCCESS)
