@@ -1,4 +1,4 @@
-//! `promfed certs`: the certificates a federated fleet needs, generated with rcgen.
+//! The certificates a federated fleet needs, generated with rcgen.
 //!
 //! One private CA signs three kinds of leaf: the webhook's serving certificate (the API server
 //! checks it against the `caBundle`), the `/federate` server certificate of a workload cluster,
@@ -7,6 +7,9 @@
 //! seed's `/etc/prometheus/addCerts/federation/{ca.crt,tls.crt,tls.key}` expect, so the files
 //! drop into a Secret as they are. Keys are written `0600` and nothing is overwritten without
 //! `--force`: silently replacing a CA key would orphan every certificate it signed.
+//!
+//! This is the library API ([`Ca`], [`LeafSpec`], [`Leaf`]); the `promfed certs` command line
+//! and its hints are in [`crate::cli::certs`].
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -55,156 +58,6 @@ pub enum CertsError {
     },
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
-}
-
-/// `promfed certs`: generate the fleet's certificates.
-#[derive(Debug, clap::Args)]
-pub struct CertsArgs {
-    #[command(subcommand)]
-    pub command: CertsCommand,
-}
-
-#[derive(Debug, clap::Subcommand)]
-pub enum CertsCommand {
-    /// Create a private CA (`ca.crt`, `ca.key`) that signs the other certificates.
-    Ca(CaArgs),
-    /// Issue the webhook's serving certificate (SANs `<svc>`, `<svc>.<ns>`, `<svc>.<ns>.svc`,
-    /// `<svc>.<ns>.svc.cluster.local`).
-    Webhook(WebhookArgs),
-    /// Issue a federation certificate: the `/federate` server certificate of a workload cluster
-    /// (`--server-name`), or the client certificate of the tools cluster (`--client`).
-    Federation(FederationArgs),
-}
-
-/// Options every subcommand shares.
-#[derive(Debug, clap::Args)]
-pub struct OutputArgs {
-    /// Directory to write into (created when missing).
-    #[arg(long, env = "PROMFED_CERTS_OUT")]
-    pub out: PathBuf,
-    /// Overwrite files that already exist.
-    #[arg(long, env = "PROMFED_CERTS_FORCE")]
-    pub force: bool,
-    /// Validity in days, starting one hour ago (clock skew). Default: 3650 for a CA, 365 otherwise.
-    #[arg(long, env = "PROMFED_CERTS_DAYS", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_DAYS)))]
-    pub days: Option<u32>,
-}
-
-#[derive(Debug, clap::Args)]
-pub struct CaArgs {
-    /// Common name of the CA.
-    #[arg(long, env = "PROMFED_CERTS_CA_NAME", default_value = "promfed CA")]
-    pub common_name: String,
-    #[command(flatten)]
-    pub output: OutputArgs,
-}
-
-#[derive(Debug, clap::Args)]
-pub struct WebhookArgs {
-    /// Directory holding the CA (`ca.crt`, `ca.key`), as written by `promfed certs ca`.
-    #[arg(long, env = "PROMFED_CERTS_CA")]
-    pub ca: PathBuf,
-    /// Name of the webhook's Service.
-    #[arg(long, env = "PROMFED_CERTS_SERVICE")]
-    pub service: String,
-    /// Namespace of the webhook's Service.
-    #[arg(long, env = "PROMFED_CERTS_NAMESPACE")]
-    pub namespace: String,
-    #[command(flatten)]
-    pub output: OutputArgs,
-}
-
-#[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("kind").required(true).args(["server_name", "client"])))]
-pub struct FederationArgs {
-    /// Directory holding the CA (`ca.crt`, `ca.key`).
-    #[arg(long, env = "PROMFED_CERTS_CA")]
-    pub ca: PathBuf,
-    /// Issue a server certificate for this DNS name (the `tls_config.server_name` the tools
-    /// cluster uses, e.g. `prom-federation`).
-    #[arg(long, env = "PROMFED_CERTS_SERVER_NAME")]
-    pub server_name: Option<String>,
-    /// More DNS names for the server certificate (e.g. the ingress host).
-    #[arg(
-        long = "dns",
-        env = "PROMFED_CERTS_DNS",
-        value_delimiter = ',',
-        requires = "server_name"
-    )]
-    pub dns: Vec<String>,
-    /// IP addresses for the server certificate.
-    #[arg(
-        long = "ip",
-        env = "PROMFED_CERTS_IP",
-        value_delimiter = ',',
-        requires = "server_name"
-    )]
-    pub ip: Vec<IpAddr>,
-    /// Issue a client certificate with this common name (the tools cluster's identity).
-    #[arg(long, env = "PROMFED_CERTS_CLIENT")]
-    pub client: Option<String>,
-    #[command(flatten)]
-    pub output: OutputArgs,
-}
-
-/// Runs `promfed certs ...`, printing the files written and how to turn them into a Secret.
-pub fn run(args: CertsArgs) -> Result<(), CertsError> {
-    match args.command {
-        CertsCommand::Ca(a) => {
-            let days = a.output.days.unwrap_or(DEFAULT_CA_DAYS);
-            let ca = Ca::generate(&a.common_name, days)?;
-            let written = ca.write(&a.output.out, a.output.force)?;
-            report(&written);
-            println!(
-                "next: promfed certs webhook --ca {0} ... and promfed certs federation --ca {0} ...",
-                a.output.out.display()
-            );
-        }
-        CertsCommand::Webhook(a) => {
-            let ca = Ca::load(&a.ca)?;
-            let spec = LeafSpec::webhook(&a.service, &a.namespace)?
-                .days(a.output.days.unwrap_or(DEFAULT_LEAF_DAYS));
-            let written = ca.issue(&spec)?.write(&a.output.out, a.output.force)?;
-            report(&written);
-            let dir = a.output.out.display();
-            println!(
-                "next: kubectl -n {ns} create secret tls {svc}-tls --cert={dir}/{TLS_CERT} --key={dir}/{TLS_KEY}\n\
-                 caBundle for the MutatingWebhookConfiguration: base64 -w0 {dir}/{CA_CERT}",
-                ns = a.namespace,
-                svc = a.service,
-            );
-        }
-        CertsCommand::Federation(a) => {
-            let ca = Ca::load(&a.ca)?;
-            let spec = match (&a.server_name, &a.client) {
-                (Some(name), None) => LeafSpec::federation_server(name, &a.dns, &a.ip)?,
-                (None, Some(name)) => LeafSpec::federation_client(name)?,
-                // clap's required, exclusive group rules both other cases out.
-                _ => {
-                    return Err(CertsError::Invalid {
-                        what: "arguments",
-                        value: String::new(),
-                        message: "give exactly one of --server-name and --client".to_owned(),
-                    });
-                }
-            }
-            .days(a.output.days.unwrap_or(DEFAULT_LEAF_DAYS));
-            let written = ca.issue(&spec)?.write(&a.output.out, a.output.force)?;
-            report(&written);
-            let dir = a.output.out.display();
-            println!(
-                "next: kubectl -n tanzu-system-monitoring create secret generic prometheus-federation \
-                 --from-file={dir}/{CA_CERT} --from-file={dir}/{TLS_CERT} --from-file={dir}/{TLS_KEY}"
-            );
-        }
-    }
-    Ok(())
-}
-
-fn report(written: &[PathBuf]) {
-    for path in written {
-        println!("wrote {}", path.display());
-    }
 }
 
 /// A CA: its certificate (PEM) and the key that signs leaves.
@@ -583,8 +436,10 @@ fn write_files(
     Ok(written)
 }
 
+/// What real TLS peers (rustls' WebPKI verifiers) say about issued certificates, for the tests
+/// here and in [`crate::cli::certs`].
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use std::sync::Arc;
 
     use rustls::RootCertStore;
@@ -592,45 +447,62 @@ mod tests {
     use rustls::client::danger::ServerCertVerifier;
     use rustls::server::WebPkiClientVerifier;
     use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, UnixTime};
-    use x509_parser::extensions::GeneralName;
+    use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-    use super::*;
+    use super::{Ca, Leaf};
 
     fn provider() -> Arc<rustls::crypto::CryptoProvider> {
         Arc::new(rustls::crypto::ring::default_provider())
     }
 
-    fn der(pem: &str) -> CertificateDer<'static> {
+    pub(crate) fn der(pem: &str) -> CertificateDer<'static> {
         CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
     }
 
-    fn roots(ca: &Ca) -> Arc<RootCertStore> {
+    fn roots(ca_pem: &str) -> Arc<RootCertStore> {
         let mut roots = RootCertStore::empty();
-        roots.add(der(ca.cert_pem())).unwrap();
+        roots.add(der(ca_pem)).unwrap();
         Arc::new(roots)
     }
 
     /// What a TLS client that trusts `ca` says about `leaf` presented as server `name`.
-    fn verify_server(ca: &Ca, leaf: &Leaf, name: &str) -> Result<(), rustls::Error> {
-        let verifier = WebPkiServerVerifier::builder_with_provider(roots(ca), provider())
+    pub(crate) fn verify_server(ca: &Ca, leaf: &Leaf, name: &str) -> Result<(), rustls::Error> {
+        verify_server_pem(ca.cert_pem(), &leaf.cert_pem, name)
+    }
+
+    /// [`verify_server`] on PEM text.
+    pub(crate) fn verify_server_pem(
+        ca_pem: &str,
+        cert_pem: &str,
+        name: &str,
+    ) -> Result<(), rustls::Error> {
+        let verifier = WebPkiServerVerifier::builder_with_provider(roots(ca_pem), provider())
             .build()
             .unwrap();
         let name = ServerName::try_from(name.to_owned()).unwrap();
         verifier
-            .verify_server_cert(&der(&leaf.cert_pem), &[], &name, &[], UnixTime::now())
+            .verify_server_cert(&der(cert_pem), &[], &name, &[], UnixTime::now())
             .map(|_| ())
     }
 
     /// What a TLS server that requires client certificates from `ca` says about `leaf`.
-    fn verify_client(ca: &Ca, leaf: &Leaf) -> Result<(), rustls::Error> {
-        let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca), provider())
-            .build()
-            .unwrap();
+    pub(crate) fn verify_client(ca: &Ca, leaf: &Leaf) -> Result<(), rustls::Error> {
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(roots(ca.cert_pem()), provider())
+                .build()
+                .unwrap();
         verifier
             .verify_client_cert(&der(&leaf.cert_pem), &[], UnixTime::now())
             .map(|_| ())
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use x509_parser::extensions::GeneralName;
+
+    use super::testing::{der, verify_client, verify_server};
+    use super::*;
 
     fn sans(pem: &str) -> Vec<String> {
         let d = der(pem);
@@ -834,111 +706,5 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let e = Ca::load(dir.path()).unwrap_err().to_string();
         assert!(e.contains(CA_CERT), "{e}");
-    }
-
-    #[test]
-    fn cli_parses_the_documented_forms() {
-        use clap::Parser;
-        #[derive(Debug, clap::Parser)]
-        struct T {
-            #[command(flatten)]
-            certs: CertsArgs,
-        }
-        let t = T::try_parse_from([
-            "certs",
-            "federation",
-            "--ca",
-            "ca",
-            "--server-name",
-            "prom-federation",
-            "--ip",
-            "127.0.0.1",
-            "--out",
-            "o",
-        ])
-        .unwrap();
-        assert!(matches!(
-            t.certs.command,
-            CertsCommand::Federation(FederationArgs {
-                server_name: Some(_),
-                client: None,
-                ..
-            })
-        ));
-        // One of --server-name and --client, not both, not none.
-        assert!(
-            T::try_parse_from([
-                "certs",
-                "federation",
-                "--ca",
-                "ca",
-                "--server-name",
-                "a",
-                "--client",
-                "b",
-                "--out",
-                "o"
-            ])
-            .is_err()
-        );
-        assert!(T::try_parse_from(["certs", "federation", "--ca", "ca", "--out", "o"]).is_err());
-        assert!(
-            T::try_parse_from(["certs", "ca", "--out", "o", "--days", "0"]).is_err(),
-            "zero days"
-        );
-    }
-
-    #[test]
-    fn run_writes_a_working_set() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = |s: &str| OutputArgs {
-            out: dir.path().join(s),
-            force: false,
-            days: None,
-        };
-        run(CertsArgs {
-            command: CertsCommand::Ca(CaArgs {
-                common_name: "fleet".into(),
-                output: out("ca"),
-            }),
-        })
-        .unwrap();
-        run(CertsArgs {
-            command: CertsCommand::Webhook(WebhookArgs {
-                ca: dir.path().join("ca"),
-                service: "promfed".into(),
-                namespace: "promfed".into(),
-                output: out("webhook"),
-            }),
-        })
-        .unwrap();
-        run(CertsArgs {
-            command: CertsCommand::Federation(FederationArgs {
-                ca: dir.path().join("ca"),
-                server_name: None,
-                dns: vec![],
-                ip: vec![],
-                client: Some("tools".into()),
-                output: out("client"),
-            }),
-        })
-        .unwrap();
-        let ca = Ca::load(&dir.path().join("ca")).unwrap();
-        let read = |d: &str, f: &str| std::fs::read_to_string(dir.path().join(d).join(f)).unwrap();
-        let webhook = Leaf {
-            cert_pem: read("webhook", TLS_CERT),
-            key_pem: read("webhook", TLS_KEY),
-            ca_pem: read("webhook", CA_CERT),
-        };
-        verify_server(&ca, &webhook, "promfed.promfed.svc").unwrap();
-        let client = Leaf {
-            cert_pem: read("client", TLS_CERT),
-            key_pem: read("client", TLS_KEY),
-            ca_pem: read("client", CA_CERT),
-        };
-        verify_client(&ca, &client).unwrap();
-        assert_eq!(client.ca_pem, ca.cert_pem());
-        // The key parses as what rustls (and Go's crypto/tls) load.
-        rustls_pki_types::PrivateKeyDer::from_pem_slice(client.key_pem.as_bytes()).unwrap();
     }
 }

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Values;
 
+pub mod certs;
 pub mod dashboards;
 pub mod input;
 mod mutate;
@@ -35,7 +36,7 @@ pub enum Command {
     #[command(subcommand)]
     Dashboards(dashboards::DashboardsCommand),
     /// Generate the CA, webhook and federation certificates.
-    Certs(crate::certs::CertsArgs),
+    Certs(certs::CertsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -82,7 +83,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Dashboards(cmd) => Ok(dashboards::run(cmd)?.into()),
         Command::Certs(args) => {
-            crate::certs::run(args)?;
+            certs::run(args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check(args) => {
