@@ -80,12 +80,14 @@ pub struct FederationArgs {
     /// cluster uses, e.g. `prom-federation`).
     #[arg(long, env = "PROMFED_CERTS_SERVER_NAME")]
     pub server_name: Option<String>,
-    /// More DNS names for the server certificate (e.g. the ingress host).
+    /// More DNS names for the server certificate (e.g. the ingress host). Refused with `--client`:
+    /// a client certificate names no server.
     #[arg(
         long = "dns",
         env = "PROMFED_CERTS_DNS",
         value_delimiter = ',',
-        requires = "server_name"
+        requires = "server_name",
+        conflicts_with = "client"
     )]
     pub dns: Vec<String>,
     /// IP addresses for the server certificate.
@@ -93,7 +95,8 @@ pub struct FederationArgs {
         long = "ip",
         env = "PROMFED_CERTS_IP",
         value_delimiter = ',',
-        requires = "server_name"
+        requires = "server_name",
+        conflicts_with = "client"
     )]
     pub ip: Vec<IpAddr>,
     /// Issue a client certificate with this common name (the tools cluster's identity).
@@ -134,6 +137,19 @@ pub fn run(args: CertsArgs) -> Result<(), CertsError> {
             let ca = Ca::load(&a.ca)?;
             let spec = match (&a.server_name, &a.client) {
                 (Some(name), None) => LeafSpec::federation_server(name, &a.dns, &a.ip)?,
+                // clap refuses this too; checked again so no caller's names are dropped silently.
+                (None, Some(_)) if !a.dns.is_empty() || !a.ip.is_empty() => {
+                    let names: Vec<String> = (a.dns.iter().cloned())
+                        .chain(a.ip.iter().map(IpAddr::to_string))
+                        .collect();
+                    return Err(CertsError::Invalid {
+                        what: "--dns/--ip with --client",
+                        value: names.join(","),
+                        message: "a client certificate carries no server names; \
+                                  use --dns and --ip with --server-name"
+                            .to_owned(),
+                    });
+                }
                 (None, Some(name)) => LeafSpec::federation_client(name)?,
                 // clap's required, exclusive group rules both other cases out.
                 _ => {
@@ -217,10 +233,50 @@ mod tests {
             .is_err()
         );
         assert!(T::try_parse_from(["certs", "federation", "--ca", "ca", "--out", "o"]).is_err());
+        // Issue 16: `--dns` (or `--ip`) beside `--client` used to be dropped without a word.
+        for extra in [["--dns", "x"], ["--ip", "10.0.0.1"]] {
+            let mut argv = vec!["certs", "federation", "--ca", "ca", "--client", "tools"];
+            argv.extend(extra);
+            argv.extend(["--out", "o"]);
+            let e = T::try_parse_from(argv).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict, "{e}");
+            let e = e.to_string();
+            assert!(e.contains(extra[0]) && e.contains("--client"), "{e}");
+        }
         assert!(
             T::try_parse_from(["certs", "ca", "--out", "o", "--days", "0"]).is_err(),
             "zero days"
         );
+    }
+
+    #[test]
+    fn run_refuses_server_names_on_a_client_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        Ca::generate("fleet", 30)
+            .unwrap()
+            .write(&dir.path().join("ca"), false)
+            .unwrap();
+        let e = run(CertsArgs {
+            command: CertsCommand::Federation(FederationArgs {
+                ca: dir.path().join("ca"),
+                server_name: None,
+                dns: vec!["x".into()],
+                ip: vec!["10.0.0.1".parse().unwrap()],
+                client: Some("tools".into()),
+                output: OutputArgs {
+                    out: dir.path().join("client"),
+                    force: false,
+                    days: None,
+                },
+            }),
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("--dns/--ip with --client") && e.contains("\"x,10.0.0.1\""),
+            "{e}"
+        );
+        assert!(!dir.path().join("client").exists(), "nothing written");
     }
 
     #[test]
