@@ -19,7 +19,8 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
-use rustls_pki_types::ServerName;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
 
 /// File name of the CA certificate in every output directory.
 pub const CA_CERT: &str = "ca.crt";
@@ -41,21 +42,50 @@ pub const MAX_DAYS: u32 = 36_500;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CertsError {
+    /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// What the operating system said.
         source: std::io::Error,
     },
+    /// An output file exists and `--force` was not given.
     #[error("{path} already exists; pass --force to overwrite it")]
-    Exists { path: PathBuf },
+    Exists {
+        /// The existing file.
+        path: PathBuf,
+    },
+    /// A CA certificate or key could not be read as one.
     #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("invalid {what} {value:?}: {message}")]
-    Invalid {
-        what: &'static str,
-        value: String,
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
         message: String,
     },
+    /// The CA key is not the key of the CA certificate: leaves it signed would not verify.
+    #[error(
+        "{key} is not the private key of {cert}: the two files do not belong together, and \
+         certificates signed with this key would not verify against {cert}"
+    )]
+    KeyMismatch {
+        /// The CA certificate.
+        cert: PathBuf,
+        /// The CA key.
+        key: PathBuf,
+    },
+    /// A name, a lifetime or an argument combination is not acceptable.
+    #[error("invalid {what} {value:?}: {message}")]
+    Invalid {
+        /// What the value is (`service`, `DNS name`, ...).
+        what: &'static str,
+        /// The value as given.
+        value: String,
+        /// Why it is refused.
+        message: String,
+    },
+    /// rcgen failed.
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
 }
@@ -127,10 +157,21 @@ impl Ca {
             path: key_path.to_owned(),
             message: format!("not a PKCS#8 private key: {e}"),
         })?;
-        let issuer = Issuer::from_ca_cert_pem(cert_pem, key).map_err(|e| CertsError::Parse {
+        let not_a_ca = |e: &dyn std::fmt::Display| CertsError::Parse {
             path: cert_path.to_owned(),
             message: format!("not a CA certificate: {e}"),
-        })?;
+        };
+        let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| not_a_ca(&e))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| not_a_ca(&e))?;
+        // rcgen signs with whatever key it is given: a key of another CA would yield leaves
+        // whose signature no peer can verify, found only at the first handshake.
+        if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+            return Err(CertsError::KeyMismatch {
+                cert: cert_path.to_owned(),
+                key: key_path.to_owned(),
+            });
+        }
+        let issuer = Issuer::from_ca_cert_der(&der, key).map_err(|e| not_a_ca(&e))?;
         Ok(Self {
             cert_pem: cert_pem.to_owned(),
             key_pem: key_pem.to_owned(),
@@ -678,6 +719,32 @@ mod tests {
         let ca_dir = dir.path().join("ca");
         ca.write(&ca_dir, false).unwrap();
         assert_eq!(mode(&ca_dir.join(CA_KEY)), 0o600);
+    }
+
+    #[test]
+    fn a_ca_folder_whose_key_belongs_to_another_ca_is_refused() {
+        // Issue 16: ca.crt of one CA beside ca.key of another used to load, and leaves signed
+        // with it failed to verify only at the first handshake.
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::generate("fleet CA", 30).unwrap();
+        let other = Ca::generate("other CA", 30).unwrap();
+        ca.write(dir.path(), false).unwrap();
+        std::fs::write(dir.path().join(CA_KEY), &other.key_pem).unwrap();
+        let e = Ca::load(dir.path()).unwrap_err();
+        assert!(matches!(e, CertsError::KeyMismatch { .. }), "{e:?}");
+        let e = e.to_string();
+        let (crt, key) = (dir.path().join(CA_CERT), dir.path().join(CA_KEY));
+        assert!(
+            e.contains(&crt.display().to_string()) && e.contains(&key.display().to_string()),
+            "{e}"
+        );
+        // The matching pair still loads, and what it signs verifies.
+        std::fs::write(dir.path().join(CA_KEY), &ca.key_pem).unwrap();
+        let leaf = Ca::load(dir.path())
+            .unwrap()
+            .issue(&LeafSpec::federation_client("tools").unwrap())
+            .unwrap();
+        verify_client(&ca, &leaf).unwrap();
     }
 
     #[test]

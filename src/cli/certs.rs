@@ -280,6 +280,47 @@ mod tests {
     }
 
     #[test]
+    fn webhook_refuses_a_ca_folder_whose_files_do_not_belong_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_dir = dir.path().join("ca");
+        Ca::generate("fleet", 30)
+            .unwrap()
+            .write(&ca_dir, false)
+            .unwrap();
+        let other = dir.path().join("other");
+        Ca::generate("other", 30)
+            .unwrap()
+            .write(&other, false)
+            .unwrap();
+        std::fs::copy(
+            other.join(crate::certs::CA_KEY),
+            ca_dir.join(crate::certs::CA_KEY),
+        )
+        .unwrap();
+        let e = run(CertsArgs {
+            command: CertsCommand::Webhook(WebhookArgs {
+                ca: ca_dir.clone(),
+                service: "promfed".into(),
+                namespace: "promfed".into(),
+                output: OutputArgs {
+                    out: dir.path().join("webhook"),
+                    force: false,
+                    days: None,
+                },
+            }),
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(&ca_dir.join(CA_CERT).display().to_string())
+                && e.contains(&ca_dir.join(crate::certs::CA_KEY).display().to_string())
+                && e.contains("do not belong together"),
+            "{e}"
+        );
+        assert!(!dir.path().join("webhook").exists(), "nothing written");
+    }
+
+    #[test]
     fn run_writes_a_working_set() {
         let dir = tempfile::tempdir().unwrap();
         let out = |s: &str| OutputArgs {
