@@ -2,11 +2,11 @@
 //! (which files were written, the `kubectl` command that turns them into a Secret).
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::certs::{
     CA_CERT, Ca, CertsError, DEFAULT_CA_DAYS, DEFAULT_LEAF_DAYS, LeafSpec, MAX_DAYS, TLS_CERT,
-    TLS_KEY,
+    TLS_KEY, Usage,
 };
 
 /// `promfed certs`: generate the fleet's certificates.
@@ -163,14 +163,29 @@ pub fn run(args: CertsArgs) -> Result<(), CertsError> {
             .days(a.output.days.unwrap_or(DEFAULT_LEAF_DAYS));
             let written = ca.issue(&spec)?.write(&a.output.out, a.output.force)?;
             report(&written);
-            let dir = a.output.out.display();
-            println!(
-                "next: kubectl -n tanzu-system-monitoring create secret generic prometheus-federation \
-                 --from-file={dir}/{CA_CERT} --from-file={dir}/{TLS_CERT} --from-file={dir}/{TLS_KEY}"
-            );
+            println!("{}", federation_hint(spec.usage, &a.output.out));
         }
     }
     Ok(())
+}
+
+/// The Secret the tools cluster's `federationSecrets` mounts (client certificate and CA), as
+/// the READMEs and the chart README name it.
+pub const FEDERATION_CLIENT_SECRET: &str = "prometheus-federation-certs";
+/// The Secret a workload cluster's ingress (or Prometheus) serves `/federate` with.
+pub const FEDERATION_SERVER_SECRET: &str = "prometheus-federation-server";
+
+/// The `kubectl` command that puts a federation certificate written to `dir` into its Secret.
+fn federation_hint(usage: Usage, dir: &Path) -> String {
+    let secret = match usage {
+        Usage::Client => FEDERATION_CLIENT_SECRET,
+        Usage::Server => FEDERATION_SERVER_SECRET,
+    };
+    let dir = dir.display();
+    format!(
+        "next: kubectl -n tanzu-system-monitoring create secret generic {secret} \
+         --from-file={dir}/{CA_CERT} --from-file={dir}/{TLS_CERT} --from-file={dir}/{TLS_KEY}"
+    )
 }
 
 fn report(written: &[PathBuf]) {
@@ -318,6 +333,44 @@ mod tests {
             "{e}"
         );
         assert!(!dir.path().join("webhook").exists(), "nothing written");
+    }
+
+    #[test]
+    fn one_name_for_the_federation_secret_in_hints_and_docs() {
+        let hint = federation_hint(Usage::Client, Path::new("pki/client"));
+        assert!(
+            hint.contains(&format!(
+                "create secret generic {FEDERATION_CLIENT_SECRET} "
+            )),
+            "{hint}"
+        );
+        let hint = federation_hint(Usage::Server, Path::new("pki/server"));
+        assert!(hint.contains(FEDERATION_SERVER_SECRET), "{hint}");
+        // Every federation Secret the docs create or mount is one of the two names.
+        for (doc, text) in [
+            ("README.md", include_str!("../../README.md")),
+            ("certs/README.md", include_str!("../../certs/README.md")),
+            (
+                "charts/promfed/README.md",
+                include_str!("../../charts/promfed/README.md"),
+            ),
+        ] {
+            for (i, line) in text.lines().enumerate() {
+                for marker in ["create secret generic ", "secretName: "] {
+                    let Some((_, rest)) = line.split_once(marker) else {
+                        continue;
+                    };
+                    let name = rest.split_whitespace().next().unwrap_or("");
+                    if name.starts_with("prometheus-federation") {
+                        assert!(
+                            [FEDERATION_CLIENT_SECRET, FEDERATION_SERVER_SECRET].contains(&name),
+                            "{doc}:{}: federation Secret {name:?}",
+                            i + 1
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
