@@ -336,18 +336,9 @@ fn dashboard_object(value: &mut Value) -> Result<&mut Map<String, Value>, Dashbo
     Ok(obj)
 }
 
-/// Checks a label name the way Prometheus does.
-pub(crate) fn valid_label_name(s: &str) -> bool {
-    let mut bytes = s.bytes();
-    bytes
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
 /// Converts one Grafana dashboard: see the module and crate docs for the rules.
 pub fn convert(mut dashboard: Value, opts: &ConvertOptions) -> Result<Converted, DashboardError> {
-    if !valid_label_name(&opts.cluster_label) {
+    if !promql::is_label_name(&opts.cluster_label) {
         return Err(DashboardError::InvalidLabel(opts.cluster_label.clone()));
     }
     if let Some(uid) = &opts.uid {
@@ -861,10 +852,22 @@ mod tests {
     }
 
     #[test]
-    fn label_names_are_checked() {
-        assert!(valid_label_name("originCluster"));
-        assert!(!valid_label_name("1x"));
-        assert!(!valid_label_name("a-b"));
-        assert!(!valid_label_name(""));
+    fn the_cluster_label_is_checked_as_a_prometheus_label_name() {
+        let d = json!({ "panels": [] });
+        for bad in ["1x", "a-b", ""] {
+            let o = ConvertOptions {
+                cluster_label: bad.into(),
+                ..ConvertOptions::default()
+            };
+            assert!(
+                matches!(convert(d.clone(), &o), Err(DashboardError::InvalidLabel(l)) if l == bad),
+                "{bad:?}"
+            );
+        }
+        let o = ConvertOptions {
+            cluster_label: "originCluster".into(),
+            ..ConvertOptions::default()
+        };
+        convert(d, &o).unwrap();
     }
 }
