@@ -22,6 +22,8 @@ use rcgen::{
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 
+use crate::config::is_dns1123_subdomain;
+
 /// File name of the CA certificate in every output directory.
 pub const CA_CERT: &str = "ca.crt";
 /// File name of the CA private key (only in the CA directory).
@@ -387,15 +389,10 @@ fn invalid(what: &'static str, value: &str, message: &str) -> CertsError {
     }
 }
 
-/// Kubernetes Service and namespace names are DNS-1123 labels.
+/// Kubernetes Service and namespace names are DNS-1123 labels: a DNS-1123 subdomain (one rule
+/// for the whole crate, [`crate::config::is_dns1123_subdomain`]) of one part, at most 63 long.
 fn check_dns_label(what: &'static str, value: &str) -> Result<(), CertsError> {
-    let ok = !value.is_empty()
-        && value.len() <= 63
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !value.starts_with('-')
-        && !value.ends_with('-');
+    let ok = value.len() <= 63 && !value.contains('.') && is_dns1123_subdomain(value);
     if ok {
         Ok(())
     } else {
@@ -756,6 +753,10 @@ mod tests {
         );
         let e = LeafSpec::webhook("promfed", "").unwrap_err().to_string();
         assert!(e.contains("namespace"), "{e}");
+        for bad in ["-a", "a-", "a.b", "a_b", &"a".repeat(64)] {
+            assert!(LeafSpec::webhook(bad, "ns").is_err(), "{bad:?}");
+        }
+        LeafSpec::webhook(&"a".repeat(63), "0-ns").unwrap();
         let e = LeafSpec::federation_server("10.0.0.1", &[], &[])
             .unwrap_err()
             .to_string();
