@@ -308,6 +308,21 @@ impl LeafSpec {
         })
     }
 
+    /// A server certificate for `localhost`, `127.0.0.1` and `::1`: what `promfed serve` presents
+    /// when no certificate is given, for a first try on one machine.
+    pub fn loopback() -> Self {
+        Self {
+            common_name: "localhost".to_owned(),
+            dns_names: vec!["localhost".to_owned()],
+            ips: vec![
+                IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
+                IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+            ],
+            usage: Usage::Server,
+            days: DEFAULT_LEAF_DAYS,
+        }
+    }
+
     /// Sets the validity in days.
     pub fn days(mut self, days: u32) -> Self {
         self.days = days;
