@@ -85,11 +85,11 @@ pub fn load_pem(
             key: key_path.to_owned(),
             message: e.to_string(),
         })?;
-    let facts = der::leaf_facts(&leaf);
+    let (serial, not_after) = leaf_facts(&leaf).unzip();
     Ok(LoadedCert {
         key: Arc::new(certified),
-        not_after: facts.as_ref().map(|f| f.not_after),
-        serial: facts.map(|f| f.serial_hex).unwrap_or_default(),
+        not_after,
+        serial: serial.unwrap_or_default(),
     })
 }
 
@@ -157,113 +157,16 @@ pub fn self_signed() -> Result<Leaf, TlsError> {
     Ok(ca.issue(&LeafSpec::loopback())?)
 }
 
-/// Just enough DER to read a certificate's serial and `notAfter` for logs and the expiry
-/// metric, without pulling in a full X.509 parser.
-mod der {
-    pub struct LeafFacts {
-        pub serial_hex: String,
-        pub not_after: i64,
-    }
-
-    /// One TLV: (tag, content, rest).
-    fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-        let (&tag, rest) = input.split_first()?;
-        let (&len0, rest) = rest.split_first()?;
-        let (len, rest) = if len0 < 0x80 {
-            (usize::from(len0), rest)
-        } else {
-            let n = usize::from(len0 & 0x7f);
-            if n == 0 || n > 4 || rest.len() < n {
-                return None;
-            }
-            let len = rest[..n]
-                .iter()
-                .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-            (len, &rest[n..])
-        };
-        if rest.len() < len {
-            return None;
-        }
-        Some((tag, &rest[..len], &rest[len..]))
-    }
-
-    pub fn leaf_facts(cert: &[u8]) -> Option<LeafFacts> {
-        let (0x30, cert, _) = tlv(cert)? else {
-            return None;
-        };
-        let (0x30, tbs, _) = tlv(cert)? else {
-            return None;
-        };
-        let (mut tag, mut content, mut rest) = tlv(tbs)?;
-        if tag == 0xa0 {
-            (tag, content, rest) = tlv(rest)?; // explicit version
-        }
-        if tag != 0x02 {
-            return None;
-        }
-        let serial_hex = content
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>();
-        let (_, _, rest) = tlv(rest)?; // signature algorithm
-        let (_, _, rest) = tlv(rest)?; // issuer
-        let (0x30, validity, _) = tlv(rest)? else {
-            return None;
-        };
-        let (_, _, after) = tlv(validity)?; // notBefore
-        let (tag, time, _) = tlv(after)?;
-        Some(LeafFacts {
-            serial_hex,
-            not_after: parse_time(tag, time)?,
-        })
-    }
-
-    /// UTCTime (`YYMMDDHHMMSSZ`) or GeneralizedTime (`YYYYMMDDHHMMSSZ`) as Unix time.
-    fn parse_time(tag: u8, t: &[u8]) -> Option<i64> {
-        let t = std::str::from_utf8(t).ok()?.strip_suffix('Z')?;
-        let (year, rest) = match tag {
-            0x17 if t.len() == 12 => {
-                let yy: i64 = t.get(..2)?.parse().ok()?;
-                (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &t[2..])
-            }
-            0x18 if t.len() == 14 => (t.get(..4)?.parse().ok()?, &t[4..]),
-            _ => return None,
-        };
-        let num = |r: std::ops::Range<usize>| -> Option<i64> { rest.get(r)?.parse().ok() };
-        let (mo, d, h, mi, s) = (num(0..2)?, num(2..4)?, num(4..6)?, num(6..8)?, num(8..10)?);
-        Some(days_from_civil(year, mo, d) * 86_400 + h * 3600 + mi * 60 + s)
-    }
-
-    /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-    fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-        let y = if m <= 2 { y - 1 } else { y };
-        let era = y.div_euclid(400);
-        let yoe = y - era * 400;
-        let mp = (m + 9) % 12;
-        let doy = (153 * mp + 2) / 5 + d - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        era * 146_097 + doe - 719_468
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn times() {
-            assert_eq!(parse_time(0x17, b"700101000000Z"), Some(0));
-            assert_eq!(parse_time(0x17, b"330518033320Z"), Some(2_000_000_000));
-            assert_eq!(parse_time(0x18, b"20330518033320Z"), Some(2_000_000_000));
-            assert_eq!(parse_time(0x18, b"40960101000000Z"), Some(67_090_118_400));
-            assert_eq!(parse_time(0x17, b"garbage"), None);
-        }
-
-        #[test]
-        fn truncated_der_is_none() {
-            assert!(leaf_facts(&[0x30, 0x82, 0x01]).is_none());
-            assert!(leaf_facts(&[]).is_none());
-        }
-    }
+/// Serial (hex) and `notAfter` (Unix time) of a leaf, for the log and the expiry metric;
+/// `None` when x509-parser cannot read the certificate (rustls accepted it, so this is rare).
+fn leaf_facts(der: &[u8]) -> Option<(String, i64)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let serial = cert
+        .raw_serial()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Some((serial, cert.validity().not_after.timestamp()))
 }
 
 #[cfg(test)]
@@ -289,6 +192,26 @@ mod tests {
             "{not_after} vs {expected}"
         );
         assert!(!c.serial.is_empty());
+    }
+
+    #[test]
+    fn leaf_facts_read_serial_and_both_time_encodings() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["a".to_owned()]).unwrap();
+        params.serial_number = Some(vec![0x01, 0xab, 0xcd].into());
+        // 2033-05-18T03:33:20Z is Unix time 2e9; before 2050 X.509 encodes it as UTCTime.
+        params.not_after = rcgen::date_time_ymd(2033, 5, 18) + time::Duration::seconds(12_800);
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(
+            leaf_facts(cert.der()),
+            Some(("01abcd".to_owned(), 2_000_000_000))
+        );
+        // From 2050 on it is GeneralizedTime.
+        params.not_after = rcgen::date_time_ymd(4096, 1, 1);
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(leaf_facts(cert.der()).map(|f| f.1), Some(67_090_118_400));
+        assert_eq!(leaf_facts(&cert.der()[..40]), None);
+        assert_eq!(leaf_facts(&[]), None);
     }
 
     #[test]
