@@ -11,6 +11,7 @@ use kube::core::{DynamicObject, Status};
 use serde_json::Value;
 
 use crate::config::{OnError, Values};
+use crate::object_ref::describe;
 use crate::rewrite::{RewriteError, mutate_object};
 
 /// The only review version kube-apiserver sends to a `admissionReviewVersions: [v1]` webhook.
@@ -209,10 +210,7 @@ fn on_rewrite_error(
     e: &RewriteError,
     on_error: OnError,
 ) -> (Result<AdmissionResponse, AdmissionError>, Outcome) {
-    let what = match &req.namespace {
-        Some(ns) => format!("{} {ns}/{}", req.kind.kind, req.name),
-        None => format!("{} {}", req.kind.kind, req.name),
-    };
+    let what = describe(&req.kind.kind, req.namespace.as_deref(), Some(&req.name));
     let message = format!("promfed cannot rewrite {what}: {e}");
     match on_error {
         OnError::Deny => {

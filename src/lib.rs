@@ -13,6 +13,7 @@ pub mod config;
 pub mod dashboards;
 pub mod logging;
 pub mod metrics;
+pub mod object_ref;
 pub mod patch;
 pub mod promql;
 pub mod rewrite;

@@ -133,12 +133,11 @@ fn apply_one(index: usize, doc: &mut Value, values: &Values) -> Result<Mutation,
 /// `Kind namespace/name` of an object, for messages.
 fn describe(v: &Value) -> String {
     let s = |p: &str| v.pointer(p).and_then(Value::as_str);
-    let kind = s("/kind").unwrap_or("object");
-    match (s("/metadata/namespace"), s("/metadata/name")) {
-        (Some(ns), Some(name)) => format!("{kind} {ns}/{name}"),
-        (None, Some(name)) => format!("{kind} {name}"),
-        _ => kind.to_owned(),
-    }
+    crate::object_ref::describe(
+        s("/kind").unwrap_or("object"),
+        s("/metadata/namespace"),
+        s("/metadata/name"),
+    )
 }
 
 fn parse_stream(input: &str) -> Result<Vec<Doc>, StreamError> {
