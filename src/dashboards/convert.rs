@@ -198,11 +198,7 @@ impl DsContext {
                 Some(name.clone()),
             );
         }
-        let mut found = None;
-        visit_panels(dashboard, &mut |panel, _| {
-            if found.is_some() {
-                return;
-            }
+        for (panel, _) in each_panel(dashboard) {
             let candidates = std::iter::once(panel.get("datasource")).chain(
                 panel
                     .get("targets")
@@ -213,12 +209,11 @@ impl DsContext {
             );
             for ds in candidates.flatten() {
                 if !ds.is_null() && self.classify(Some(ds)) == Ds::Prometheus {
-                    found = Some(ds.clone());
-                    return;
+                    return (ds.clone(), None);
                 }
             }
-        });
-        (found.unwrap_or(Value::Null), None)
+        }
+        (Value::Null, None)
     }
 }
 
@@ -234,70 +229,79 @@ fn variable_name(s: &str) -> Option<&str> {
         .then_some(name)
 }
 
-/// Calls `f(panel, location)` for every panel: `panels[]`, panels nested in collapsed rows, and
-/// the old `rows[].panels[]` layout.
-fn visit_panels(dashboard: &Map<String, Value>, f: &mut dyn FnMut(&Map<String, Value>, &str)) {
-    fn walk(panels: &[Value], parent: &str, f: &mut dyn FnMut(&Map<String, Value>, &str)) {
-        for p in panels {
+/// A panel's place: its JSON pointer below the dashboard object and its location for messages
+/// (`Row / Panel`).
+struct PanelAt {
+    pointer: String,
+    location: String,
+}
+
+/// Every panel, in document order: `panels[]`, panels nested in collapsed rows, and the old
+/// `rows[].panels[]` layout. The one walker: readers use [`each_panel`], writers index with
+/// [`panel_mut`] (a conversion changes targets only, so the pointers stay valid).
+fn panels(dashboard: &Map<String, Value>) -> Vec<PanelAt> {
+    fn walk(panels: &[Value], base: &str, parent: &str, out: &mut Vec<PanelAt>) {
+        for (i, p) in panels.iter().enumerate() {
             let Some(obj) = p.as_object() else { continue };
-            let loc = location(parent, obj);
-            f(obj, &loc);
-            if let Some(inner) = obj.get("panels").and_then(Value::as_array) {
-                walk(inner, &loc, f);
+            let pointer = format!("{base}/{i}");
+            let location = location(parent, obj);
+            let inner = obj.get("panels").and_then(Value::as_array);
+            let (inner_base, inner_parent) = (format!("{pointer}/panels"), location.clone());
+            out.push(PanelAt { pointer, location });
+            if let Some(inner) = inner {
+                walk(inner, &inner_base, &inner_parent, out);
             }
         }
     }
+    let mut out = Vec::new();
     if let Some(panels) = dashboard.get("panels").and_then(Value::as_array) {
-        walk(panels, "", f);
+        walk(panels, "/panels", "", &mut out);
     }
-    for row in dashboard
+    for (i, row) in dashboard
         .get("rows")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
+        .enumerate()
     {
         let Some(row) = row.as_object() else { continue };
-        let loc = location("", row);
         if let Some(panels) = row.get("panels").and_then(Value::as_array) {
-            walk(panels, &loc, f);
+            walk(
+                panels,
+                &format!("/rows/{i}/panels"),
+                &location("", row),
+                &mut out,
+            );
         }
     }
+    out
 }
 
-/// Mutable twin of [`visit_panels`].
-fn visit_panels_mut(
-    dashboard: &mut Map<String, Value>,
-    f: &mut dyn FnMut(&mut Map<String, Value>, &str),
-) {
-    fn walk(panels: &mut [Value], parent: &str, f: &mut dyn FnMut(&mut Map<String, Value>, &str)) {
-        for p in panels {
-            let Some(obj) = p.as_object_mut() else {
-                continue;
-            };
-            let loc = location(parent, obj);
-            f(obj, &loc);
-            if let Some(inner) = obj.get_mut("panels").and_then(Value::as_array_mut) {
-                walk(inner, &loc, f);
-            }
-        }
-    }
-    if let Some(panels) = dashboard.get_mut("panels").and_then(Value::as_array_mut) {
-        walk(panels, "", f);
-    }
-    for row in dashboard
-        .get_mut("rows")
-        .and_then(Value::as_array_mut)
-        .into_iter()
-        .flatten()
-    {
-        let Some(row) = row.as_object_mut() else {
-            continue;
-        };
-        let loc = location("", row);
-        if let Some(panels) = row.get_mut("panels").and_then(Value::as_array_mut) {
-            walk(panels, &loc, f);
-        }
-    }
+/// Splits `/key/rest` into `key` and `/rest`: a pointer below the dashboard object.
+fn split_pointer(pointer: &str) -> Option<(&str, &str)> {
+    let rest = pointer.strip_prefix('/')?;
+    let slash = rest.find('/')?;
+    Some((&rest[..slash], &rest[slash..]))
+}
+
+/// Every panel with its location (see [`panels`]).
+fn each_panel(
+    dashboard: &Map<String, Value>,
+) -> impl Iterator<Item = (&Map<String, Value>, String)> {
+    panels(dashboard).into_iter().filter_map(|at| {
+        let (key, rest) = split_pointer(&at.pointer)?;
+        let panel = dashboard.get(key)?.pointer(rest)?.as_object()?;
+        Some((panel, at.location))
+    })
+}
+
+/// The panel at a pointer from [`panels`], to change it.
+fn panel_mut<'a>(
+    dashboard: &'a mut Map<String, Value>,
+    pointer: &str,
+) -> Option<&'a mut Map<String, Value>> {
+    let (key, rest) = split_pointer(pointer)?;
+    dashboard.get_mut(key)?.pointer_mut(rest)?.as_object_mut()
 }
 
 fn location(parent: &str, panel: &Map<String, Value>) -> String {
@@ -358,10 +362,13 @@ pub fn convert(mut dashboard: Value, opts: &ConvertOptions) -> Result<Converted,
     let mut warnings = Vec::new();
 
     // Panels (and their targets).
-    visit_panels_mut(obj, &mut |panel, loc| {
-        let panel_ds = ctx.classify(panel.get("datasource"));
+    for at in panels(obj) {
+        let Some(panel) = panel_mut(obj, &at.pointer) else {
+            continue;
+        };
+        let (panel_ds, loc) = (ctx.classify(panel.get("datasource")), &at.location);
         let Some(targets) = panel.get_mut("targets").and_then(Value::as_array_mut) else {
-            return;
+            continue;
         };
         for target in targets.iter_mut().filter_map(Value::as_object_mut) {
             let ds = match target.get("datasource") {
@@ -374,7 +381,7 @@ pub fn convert(mut dashboard: Value, opts: &ConvertOptions) -> Result<Converted,
             }
             conv.convert_field(target, "expr", loc, &mut skipped, &mut warnings);
         }
-    });
+    }
 
     // Annotations.
     if let Some(list) = obj
@@ -743,7 +750,7 @@ pub fn list_queries(dashboard: &Value) -> Result<Vec<QueryRef>, DashboardError> 
     let obj = dashboard_object(&mut copy)?;
     let ctx = DsContext::new(obj);
     let mut out = Vec::new();
-    visit_panels(obj, &mut |panel, loc| {
+    for (panel, loc) in each_panel(obj) {
         let panel_ds = ctx.classify(panel.get("datasource"));
         for t in panel
             .get("targets")
@@ -761,12 +768,12 @@ pub fn list_queries(dashboard: &Value) -> Result<Vec<QueryRef>, DashboardError> 
             {
                 out.push(QueryRef {
                     kind: QueryKind::Panel,
-                    location: loc.to_owned(),
+                    location: loc.clone(),
                     expr: expr.to_owned(),
                 });
             }
         }
-    });
+    }
     for var in obj
         .get("templating")
         .and_then(|t| t.get("list"))
