@@ -2,9 +2,12 @@
 //!
 //! The shipped dashboards are the converter's output for the single-cluster sources in
 //! `tests/fixtures/dashboards/shipped-src/`. After changing a source (or the converter), rewrite
-//! them with `PROMFED_BLESS_DASHBOARDS=1 cargo test --test dashboards shipped`.
+//! them with `UPDATE_GOLDEN=1 cargo test --test dashboards shipped` (the golden-file switch of
+//! every test, [`common::golden`]).
 
 use promfed::cli::dashboards::{ConvertArgs, DashboardsCommand, run_with};
+mod common;
+
 use promfed::dashboards::vars;
 use promfed::dashboards::{ConvertOptions, QueryKind, convert, list_queries};
 use promql_parser::label::MatchOp;
@@ -491,7 +494,6 @@ fn api_wrapped_dashboards_and_garbage() {
 
 #[test]
 fn shipped_dashboards_are_the_converters_fixed_points() {
-    let bless = std::env::var_os("PROMFED_BLESS_DASHBOARDS").is_some();
     for (name, source, shipped) in SHIPPED {
         let generated = convert(json(source), &ConvertOptions::default()).unwrap();
         assert!(
@@ -499,19 +501,13 @@ fn shipped_dashboards_are_the_converters_fixed_points() {
             "{name}: {:?}",
             generated.skipped
         );
-        let text = pretty(&generated.dashboard);
-        if bless {
-            let path = format!(
-                "{}/charts/promfed/dashboards/{name}",
-                env!("CARGO_MANIFEST_DIR")
-            );
-            std::fs::write(&path, &text).unwrap();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("charts/promfed/dashboards")
+            .join(name);
+        common::golden::assert_golden(&path, &pretty(&generated.dashboard));
+        if common::golden::update_requested() {
             continue;
         }
-        assert_eq!(
-            &text, shipped,
-            "{name} is not the converter's output for its source (bless?)"
-        );
         let again = convert(json(shipped), &ConvertOptions::default()).unwrap();
         assert_eq!(
             &pretty(&again.dashboard),

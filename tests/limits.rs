@@ -9,6 +9,8 @@
 //! 2 MiB stack of a tokio worker. The parent reports how the child ended (exit code, signal)
 //! with its output, so a crash names the case instead of killing every test in the file.
 
+mod common;
+
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
@@ -201,26 +203,9 @@ fn configmap(data: &[(&str, &str)]) -> Json {
 
 /// An AdmissionReview v1 CREATE of `object`, shaped like kube-apiserver's.
 fn admission_review(object: Json) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "0b5a2a4e-1c1d-4c1e-9a3f-limits",
-            "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
-            "resource": {"group": "", "version": "v1", "resource": "configmaps"},
-            "requestKind": {"group": "", "version": "v1", "kind": "ConfigMap"},
-            "requestResource": {"group": "", "version": "v1", "resource": "configmaps"},
-            "name": "prometheus-server",
-            "namespace": "tanzu-system-monitoring",
-            "operation": "CREATE",
-            "userInfo": {"username": "kubernetes-admin", "groups": ["system:masters"]},
-            "object": object,
-            "oldObject": null,
-            "dryRun": false,
-            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
-        }
-    }))
-    .unwrap()
+    let review =
+        common::admission::review("0b5a2a4e-1c1d-4c1e-9a3f-limits", "CREATE", &object, None);
+    serde_json::to_vec(&review).unwrap()
 }
 
 /// Runs `body` through the admission handler and expects `allowed: false` naming a limit.

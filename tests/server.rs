@@ -1,14 +1,14 @@
 //! `promfed serve` end to end: the real server on 127.0.0.1 over real TLS, fed
 //! AdmissionReview v1 fixtures shaped like kube-apiserver's.
 
-mod support;
+mod common;
 
 use std::time::Duration;
 
+use common::server::{self as support, BOUND, Opts, TestServer, metric, wait_for};
 use json_patch::Patch;
 use promfed::config::Values;
 use serde_json::{Value, json};
-use support::{BOUND, Opts, TestServer, metric, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CREATE: &str = include_str!("fixtures/admission/configmap-create.json");

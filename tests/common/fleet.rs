@@ -30,6 +30,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::{Value, json};
 
 use super::prom::{Sample, free_port, parse_http_answer, parse_result, prometheus_bin, url_encode};
+use super::server::TestCa;
+pub use super::wait::wait_for;
 
 /// The tools cluster's name (`localClusterName`), as in the seed.
 pub const LOCAL: &str = "shared-tools";
@@ -197,27 +199,6 @@ fn exchange(mut s: impl Read + Write, head: &[u8], body: &[u8]) -> Result<Vec<u8
         // head (HTTP/1.0 bodies end with the connection).
         Err(e) if e.kind() == ErrorKind::UnexpectedEof && !raw.is_empty() => Ok(raw),
         Err(e) => Err(e).context("reading the answer"),
-    }
-}
-
-/// Polls `check` every 200 ms until it yields `Some`, failing after `timeout` with the last
-/// state `check` reported.
-pub fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut check: impl FnMut() -> Result<Option<T>>,
-) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let last = match check() {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => "condition not met".to_owned(),
-            Err(e) => format!("{e:#}"),
-        };
-        if Instant::now() >= deadline {
-            bail!("{what}: not within {timeout:?}; last: {last}");
-        }
-        thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -791,7 +772,7 @@ pub fn mutate_with_library(
 }
 
 /// Rewrites `configmap` through a running `promfed serve`: started in process on port 0 with a
-/// serving certificate from `promfed::certs`, sent an AdmissionReview v1 over TLS; the returned
+/// serving certificate from the tests' one [`TestCa`], sent an AdmissionReview v1 over TLS; the returned
 /// base64 JSONPatch is applied. The server is shut down before returning.
 pub fn mutate_with_server(
     configmap: &Value,
@@ -801,10 +782,17 @@ pub fn mutate_with_server(
     std::fs::create_dir_all(dir)?;
     let values_path = dir.join("values.yaml");
     std::fs::write(&values_path, values_yaml)?;
-    let ca = Ca::generate("webhook test CA", 1)?;
-    let leaf = ca.issue(&LeafSpec::webhook("promfed", "promfed")?.days(1))?;
+    let ca = TestCa::new();
+    let leaf = ca.leaf(None);
     let tls_dir = dir.join("tls");
-    leaf.write(&tls_dir, true)?;
+    std::fs::create_dir_all(&tls_dir)?;
+    for (name, pem) in [
+        (certs::CA_CERT, &ca.cert_pem),
+        (certs::TLS_CERT, &leaf.cert_pem),
+        (certs::TLS_KEY, &leaf.key_pem),
+    ] {
+        std::fs::write(tls_dir.join(name), pem)?;
+    }
     let client = client_config(&tls_dir, false)?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -833,29 +821,11 @@ pub fn mutate_with_server(
         let _ = stop_rx.await;
     }));
 
-    let review = json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "fleet-0001",
-            "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
-            "resource": {"group": "", "version": "v1", "resource": "configmaps"},
-            "requestKind": {"group": "", "version": "v1", "kind": "ConfigMap"},
-            "requestResource": {"group": "", "version": "v1", "resource": "configmaps"},
-            "name": "prometheus-server",
-            "namespace": "tanzu-system-monitoring",
-            "operation": "CREATE",
-            "userInfo": {"username": "kapp"},
-            "object": configmap,
-            "oldObject": null,
-            "dryRun": false,
-            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
-        }
-    });
+    let review = super::admission::review("fleet-0001", "CREATE", configmap, None);
     let body = serde_json::to_vec(&review)?;
     let transport = Transport::Https {
         config: client,
-        server_name: "promfed.promfed.svc".to_owned(),
+        server_name: "localhost".to_owned(),
     };
     // The listener is bound already; the server answers once it has loaded values and cert.
     let answer = wait_for(

@@ -1,7 +1,5 @@
 //! A real `promfed serve` on 127.0.0.1 (ports 0) with rcgen test certificates in a temp dir,
-//! and clients that trust only the test CA. Waits poll with a bound; nothing sleeps a fixed
-//! time to "let things settle".
-#![allow(dead_code)]
+//! and clients that trust only the test CA. Waits are [`super::wait`]'s bounded polls.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,8 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// Upper bound of every wait in these tests. Generous: the machine is shared.
-pub const BOUND: Duration = Duration::from_secs(20);
+pub use super::wait::BOUND;
 
 /// A test CA that signs serving certificates.
 pub struct TestCa {
@@ -325,20 +322,18 @@ pub async fn metrics_at(addr: SocketAddr) -> String {
         .unwrap()
 }
 
-/// Polls `cond` every 20 ms until it holds; panics after [`BOUND`].
+/// Polls `cond` until it holds ([`super::wait::wait_for_async`]); panics after [`BOUND`].
 pub async fn wait_for<F, Fut>(what: &str, mut cond: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + BOUND;
-    while !cond().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    super::wait::wait_for_async(what, BOUND, || {
+        let done = cond();
+        async move { anyhow::Ok(done.await.then_some(())) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("timed out waiting for: {e:#}"));
 }
 
 /// The value of one series in the text exposition, 0 when absent.
