@@ -1,3 +1,8 @@
+{{/* The namespace of every namespaced object: the one place that decides it. */}}
+{{- define "promfed.namespace" -}}
+{{- .Release.Namespace }}
+{{- end }}
+
 {{/* Chart name, truncated to the 63 characters of a DNS label. */}}
 {{- define "promfed.name" -}}
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
@@ -57,7 +62,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* DNS name the API server uses to reach the Service. */}}
 {{- define "promfed.serviceHost" -}}
-{{- printf "%s.%s.svc" (include "promfed.fullname" .) .Release.Namespace }}
+{{- printf "%s.%s.svc" (include "promfed.fullname" .) (include "promfed.namespace" .) }}
 {{- end }}
 
 {{/* Image reference. */}}
