@@ -4,6 +4,8 @@
 //! Regenerate the golden files after an intended change with `UPDATE_GOLDEN=1 cargo test --test golden`
 //! and review the diff.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -23,25 +25,7 @@ fn seed_values() -> Values {
 
 /// Compares with the golden file, or rewrites it when `UPDATE_GOLDEN` is set.
 fn assert_golden(name: &str, actual: &str) {
-    let path = fixture(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; run with UPDATE_GOLDEN=1 to create it",
-            path.display()
-        )
-    });
-    if expected != actual {
-        let diff = similar::TextDiff::from_lines(&expected, actual)
-            .unified_diff()
-            .header("expected", "actual")
-            .to_string();
-        panic!("{name} differs from the golden file (UPDATE_GOLDEN=1 to accept):\n{diff}");
-    }
+    common::golden::assert_golden(&fixture(name), actual);
 }
 
 fn mutate(input: &str, format: OutputFormat) -> String {
