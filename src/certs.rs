@@ -247,10 +247,15 @@ pub enum Usage {
 /// The subject of a leaf certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeafSpec {
+    /// Subject common name.
     pub common_name: String,
+    /// DNS subject alternative names (what TLS clients verify).
     pub dns_names: Vec<String>,
+    /// IP subject alternative names.
     pub ips: Vec<IpAddr>,
+    /// Server or client certificate.
     pub usage: Usage,
+    /// Validity in days, starting one hour ago.
     pub days: u32,
 }
 
@@ -343,8 +348,11 @@ pub fn webhook_dns_names(service: &str, namespace: &str) -> Vec<String> {
 /// A signed leaf: certificate, key and the CA that signed it, all PEM.
 #[derive(Clone)]
 pub struct Leaf {
+    /// The certificate.
     pub cert_pem: String,
+    /// Its private key (PKCS#8).
     pub key_pem: String,
+    /// The certificate of the CA that signed it.
     pub ca_pem: String,
 }
 

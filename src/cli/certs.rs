@@ -12,6 +12,7 @@ use crate::certs::{
 /// `promfed certs`: generate the fleet's certificates.
 #[derive(Debug, clap::Args)]
 pub struct CertsArgs {
+    /// What to generate.
     #[command(subcommand)]
     pub command: CertsCommand,
 }

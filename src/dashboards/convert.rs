@@ -50,6 +50,7 @@ pub struct Skipped {
 /// The converted dashboard and what could not be converted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Converted {
+    /// The converted dashboard (wrapped as it came, if it came wrapped).
     pub dashboard: Value,
     /// Queries left unchanged (non-empty means exit code 2).
     pub skipped: Vec<Skipped>,
@@ -72,6 +73,7 @@ pub enum QueryKind {
 /// One Prometheus query of a dashboard, as Grafana stores it (variables not interpolated).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryRef {
+    /// Panel target, variable or annotation.
     pub kind: QueryKind,
     /// Panel title (`Row / Panel`), variable name or annotation name.
     pub location: String,

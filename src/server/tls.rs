@@ -33,6 +33,7 @@ pub enum TlsError {
         key: PathBuf,
         message: String,
     },
+    /// The self-signed development certificate could not be made.
     #[error("cannot generate the self-signed certificate: {0}")]
     Generate(#[from] CertsError),
     #[error("cannot build the TLS configuration: {0}")]
