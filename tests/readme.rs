@@ -30,5 +30,9 @@ fn every_path_the_readme_names_exists() {
             }
         }
     }
-    assert!(missing.is_empty(), "paths that do not exist:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "paths that do not exist:\n{}",
+        missing.join("\n")
+    );
 }
