@@ -581,38 +581,15 @@ const VALUES_SHAPE: Shape = Shape::Keys(&[
 
 /// Unknown keys are errors, at any depth, with their path and the closest known key suggested.
 fn check_known_keys(map: &Mapping) -> Result<(), ConfigError> {
-    check_shape(&Value::Mapping(map.clone()), &VALUES_SHAPE, "")
+    let Shape::Keys(known) = VALUES_SHAPE else {
+        return Ok(());
+    };
+    check_keys(map, known, "")
 }
 
 fn check_shape(v: &Value, shape: &Shape, at: &str) -> Result<(), ConfigError> {
     match (shape, v) {
-        (Shape::Keys(known), Value::Mapping(m)) => {
-            for (key, child) in m {
-                let Value::String(k) = key else {
-                    let place = if at.is_empty() { "top level" } else { at };
-                    return Err(ConfigError::Invalid(format!(
-                        "{place}: keys must be strings, found {}",
-                        describe(key)
-                    )));
-                };
-                let here = if at.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{at}.{k}")
-                };
-                match known.iter().find(|(name, _)| name == k) {
-                    Some((_, inner)) => check_shape(child, inner, &here)?,
-                    None => {
-                        let names: Vec<&str> = known.iter().map(|(n, _)| *n).collect();
-                        return Err(ConfigError::Invalid(format!(
-                            "unknown key {here:?}{}",
-                            suggest(k, &names)
-                        )));
-                    }
-                }
-            }
-            Ok(())
-        }
+        (Shape::Keys(known), Value::Mapping(m)) => check_keys(m, known, at),
         (Shape::ListOf(inner), Value::Sequence(items)) => {
             for (i, item) in items.iter().enumerate() {
                 check_shape(item, inner, &format!("{at}[{i}]"))?;
@@ -622,6 +599,34 @@ fn check_shape(v: &Value, shape: &Shape, at: &str) -> Result<(), ConfigError> {
         // Wrong types are reported by the typed parse, with their path.
         _ => Ok(()),
     }
+}
+
+fn check_keys(m: &Mapping, known: &[(&str, Shape)], at: &str) -> Result<(), ConfigError> {
+    for (key, child) in m {
+        let Value::String(k) = key else {
+            let place = if at.is_empty() { "top level" } else { at };
+            return Err(ConfigError::Invalid(format!(
+                "{place}: keys must be strings, found {}",
+                describe(key)
+            )));
+        };
+        let here = if at.is_empty() {
+            k.clone()
+        } else {
+            format!("{at}.{k}")
+        };
+        match known.iter().find(|(name, _)| name == k) {
+            Some((_, inner)) => check_shape(child, inner, &here)?,
+            None => {
+                let names: Vec<&str> = known.iter().map(|(n, _)| *n).collect();
+                return Err(ConfigError::Invalid(format!(
+                    "unknown key {here:?}{}",
+                    suggest(k, &names)
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `; did you mean "x"?` for a near miss, else the list of known keys.
