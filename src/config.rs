@@ -38,13 +38,23 @@ pub const MAX_VALUES_BYTES: usize = 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// The file cannot be read.
     #[error("cannot read values file {path}: {error}")]
     Read {
+        /// The values file.
         path: PathBuf,
+        /// Why.
         error: std::io::Error,
     },
+    /// The file's content is refused; the message names the key.
     #[error("values file {path}: {message}")]
-    File { path: PathBuf, message: String },
+    File {
+        /// The values file.
+        path: PathBuf,
+        /// What is wrong, and where.
+        message: String,
+    },
+    /// Values (not from a file) are refused; the message names the key.
     #[error("values: {0}")]
     Invalid(String),
 }
@@ -97,8 +107,10 @@ impl ObjectMatch {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct DeploymentMatch {
+    /// `metadata.name` the Deployment must have.
     #[serde(default = "default_object_name")]
     pub name: String,
+    /// Labels the Deployment must carry (others are allowed).
     #[serde(default = "default_object_labels")]
     pub labels: BTreeMap<String, String>,
     /// Name of the Prometheus container inside the pod template.
@@ -130,8 +142,10 @@ impl DeploymentMatch {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Match {
+    /// The Prometheus server ConfigMap.
     #[serde(default)]
     pub config_map: ObjectMatch,
+    /// The Prometheus server Deployment.
     #[serde(default)]
     pub deployment: DeploymentMatch,
 }
@@ -140,7 +154,9 @@ pub struct Match {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct FederationSecret {
+    /// Name of the Secret, in the Prometheus namespace.
     pub secret_name: String,
+    /// Absolute directory it is mounted at, read-only.
     pub mount_path: String,
     /// Optional `items` of the Secret volume source, passed through as is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -154,8 +170,11 @@ pub struct FederationSecret {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretItem {
+    /// Key in the Secret.
     pub key: String,
+    /// File name under the mount path.
     pub path: String,
+    /// File mode bits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<i32>,
 }
@@ -165,14 +184,19 @@ pub struct SecretItem {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Values {
+    /// Value of the cluster label on everything scraped or recorded locally.
     pub local_cluster_name: String,
+    /// Name of the label that tells the clusters apart.
     pub cluster_label_name: String,
     /// Federation scrape configs, kept as YAML so every Prometheus field passes through.
     pub additional_scrape_configs: Vec<Mapping>,
     /// ConfigMap data keys holding rule files.
     pub rule_files: Vec<String>,
+    /// What the webhook does with an object it cannot rewrite.
     pub on_error: OnError,
+    /// Which objects are the Prometheus server's.
     pub r#match: Match,
+    /// Secrets mounted into the Prometheus container.
     pub federation_secrets: Vec<FederationSecret>,
 }
 
