@@ -112,6 +112,13 @@ def test_config_file_with_the_chart_default_config_renders():
     assert r.one("ConfigMap", "promfed")["data"]["values.yaml"].startswith("localClusterName: a")
 
 
+def test_config_file_typo_fails_like_promfed(promfed_bin):
+    config = {"localClustername": "tools"}
+    assert promfed_says(promfed_bin, config).startswith('unknown key "localClustername"')
+    error = render_error({"configFile": yaml.safe_dump(config)})
+    assert 'values: unknown key "localClustername"' in error, error
+
+
 def test_broken_config_file_fails_naming_config_file():
     error = render_error({"configFile": "localClusterName: [\n"})
     assert "configFile: not valid YAML" in error, error

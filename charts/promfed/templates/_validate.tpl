@@ -27,6 +27,12 @@ checks mirror Values::validate in src/config.rs for what a chart user can get wr
 {{/* One values mapping; `null` means the default, as in promfed. */}}
 {{- define "promfed.validateValues" -}}
 {{- $c := . }}
+{{- $known := list "localClusterName" "clusterLabelName" "additionalScrapeConfigs" "ruleFiles" "onError" "match" "federationSecrets" }}
+{{- range $k, $_ := $c }}
+{{- if not (has $k $known) }}
+{{- fail (printf "values: unknown key %q (known keys here are %s); `promfed check` suggests the closest" $k (join ", " $known)) }}
+{{- end }}
+{{- end }}
 {{- $label := "cluster" }}
 {{- $v := index $c "clusterLabelName" }}
 {{- if not (kindIs "invalid" $v) }}
