@@ -22,31 +22,39 @@ pub const PROMETHEUS_YML: &str = "prometheus.yml";
 /// Paths the TKG Prometheus pod already uses; federation secrets must not be mounted over them.
 pub const RESERVED_MOUNT_PATHS: &[&str] = &["/etc/config", "/data"];
 
+/// Labels `clusterLabelName` must not be, and why: the local relabel rule sets it on every
+/// local target, which would overwrite these.
+const RESERVED_LABELS: &[(&str, &str)] = &[
+    ("job", "every target's job name"),
+    ("instance", "every target's address"),
+    ("le", "histogram bucket bounds"),
+    ("quantile", "summary quantiles"),
+];
+
 /// Largest values file we accept. Values files are small; this bounds memory on a bad mount.
 pub const MAX_VALUES_BYTES: usize = 1024 * 1024;
-
-/// Top-level keys the values file knows, used for "did you mean" suggestions.
-const KNOWN_KEYS: &[&str] = &[
-    "localClusterName",
-    "clusterLabelName",
-    "additionalScrapeConfigs",
-    "ruleFiles",
-    "onError",
-    "match",
-    "federationSecrets",
-];
 
 /// Errors of loading or validating a values file. Each names the offending entry.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// The file cannot be read.
     #[error("cannot read values file {path}: {error}")]
     Read {
+        /// The values file.
         path: PathBuf,
+        /// Why.
         error: std::io::Error,
     },
+    /// The file's content is refused; the message names the key.
     #[error("values file {path}: {message}")]
-    File { path: PathBuf, message: String },
+    File {
+        /// The values file.
+        path: PathBuf,
+        /// What is wrong, and where.
+        message: String,
+    },
+    /// Values (not from a file) are refused; the message names the key.
     #[error("values: {0}")]
     Invalid(String),
 }
@@ -99,8 +107,10 @@ impl ObjectMatch {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct DeploymentMatch {
+    /// `metadata.name` the Deployment must have.
     #[serde(default = "default_object_name")]
     pub name: String,
+    /// Labels the Deployment must carry (others are allowed).
     #[serde(default = "default_object_labels")]
     pub labels: BTreeMap<String, String>,
     /// Name of the Prometheus container inside the pod template.
@@ -132,8 +142,10 @@ impl DeploymentMatch {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Match {
+    /// The Prometheus server ConfigMap.
     #[serde(default)]
     pub config_map: ObjectMatch,
+    /// The Prometheus server Deployment.
     #[serde(default)]
     pub deployment: DeploymentMatch,
 }
@@ -142,7 +154,9 @@ pub struct Match {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct FederationSecret {
+    /// Name of the Secret, in the Prometheus namespace.
     pub secret_name: String,
+    /// Absolute directory it is mounted at, read-only.
     pub mount_path: String,
     /// Optional `items` of the Secret volume source, passed through as is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -156,8 +170,11 @@ pub struct FederationSecret {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretItem {
+    /// Key in the Secret.
     pub key: String,
+    /// File name under the mount path.
     pub path: String,
+    /// File mode bits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<i32>,
 }
@@ -167,14 +184,19 @@ pub struct SecretItem {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Values {
+    /// Value of the cluster label on everything scraped or recorded locally.
     pub local_cluster_name: String,
+    /// Name of the label that tells the clusters apart.
     pub cluster_label_name: String,
     /// Federation scrape configs, kept as YAML so every Prometheus field passes through.
     pub additional_scrape_configs: Vec<Mapping>,
     /// ConfigMap data keys holding rule files.
     pub rule_files: Vec<String>,
+    /// What the webhook does with an object it cannot rewrite.
     pub on_error: OnError,
+    /// Which objects are the Prometheus server's.
     pub r#match: Match,
+    /// Secrets mounted into the Prometheus container.
     pub federation_secrets: Vec<FederationSecret>,
 }
 
@@ -267,8 +289,12 @@ impl Values {
             }
         };
         check_known_keys(&map)?;
-        let raw: RawValues = serde_yaml::from_value(Value::Mapping(map))
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        // The path makes `localClusterName: 42` say which key holds the integer.
+        let raw: RawValues =
+            serde_path_to_error::deserialize(Value::Mapping(map)).map_err(|e| {
+                let path = e.path().to_string();
+                ConfigError::Invalid(format!("{path}: {}", e.into_inner()))
+            })?;
         let mut additional = Vec::new();
         for (i, sc) in raw
             .additional_scrape_configs
@@ -351,6 +377,16 @@ impl Values {
                 self.cluster_label_name
             ));
         }
+        if let Some((_, why)) = RESERVED_LABELS
+            .iter()
+            .find(|(l, _)| *l == self.cluster_label_name)
+        {
+            return bad(format!(
+                "clusterLabelName {:?} is a label Prometheus already uses ({why}); the local relabel rule \
+                 would overwrite it on every local target. Pick another name, e.g. \"cluster\"",
+                self.cluster_label_name
+            ));
+        }
         if self.local_cluster_name.is_empty() {
             return bad("localClusterName must not be empty".to_owned());
         }
@@ -409,12 +445,32 @@ impl Values {
         sc: &Mapping,
     ) -> Result<(), ConfigError> {
         let label = &self.cluster_label_name;
+        let at = format!("additionalScrapeConfigs[{i}] (job {job:?})");
+        // Only static_configs can carry the cluster label per target; discovered targets would
+        // be appended unlabelled and mix with the local series.
+        if let Some(sd) = sc
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .filter_map(|(k, _)| k.as_str())
+            .find(|k| k.ends_with("_sd_configs"))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "{at}: {sd} is not supported in a federation job: its targets would carry no {label:?} \
+                 label. List the federated Prometheus servers in static_configs, each with labels: \
+                 {{{label}: <cluster name>}}"
+            )));
+        }
         let statics = match sc.get("static_configs") {
-            None | Some(Value::Null) => return Ok(()),
+            None | Some(Value::Null) => {
+                return Err(ConfigError::Invalid(format!(
+                    "{at}: has no static_configs; every federation target must be listed there with \
+                     labels: {{{label}: <cluster name>}}"
+                )));
+            }
             Some(Value::Sequence(s)) => s,
             Some(_) => {
                 return Err(ConfigError::Invalid(format!(
-                    "additionalScrapeConfigs[{i}] (job {job:?}): static_configs must be a list"
+                    "{at}: static_configs must be a list"
                 )));
             }
         };
@@ -506,34 +562,112 @@ fn validate_match(
     Ok(())
 }
 
-/// Unknown top-level keys are errors, with the closest known key suggested.
+/// The keys the values file knows, nested: unknown keys anywhere are errors naming their path.
+/// `Free` is a mapping whose keys are the user's (labels, Prometheus scrape configs).
+enum Shape {
+    Keys(&'static [(&'static str, Shape)]),
+    ListOf(&'static Shape),
+    Free,
+}
+
+const OBJECT_MATCH: Shape = Shape::Keys(&[("name", Shape::Free), ("labels", Shape::Free)]);
+const DEPLOYMENT_MATCH: Shape = Shape::Keys(&[
+    ("name", Shape::Free),
+    ("labels", Shape::Free),
+    ("container", Shape::Free),
+]);
+const SECRET_ITEM: Shape = Shape::Keys(&[
+    ("key", Shape::Free),
+    ("path", Shape::Free),
+    ("mode", Shape::Free),
+]);
+const FEDERATION_SECRET: Shape = Shape::Keys(&[
+    ("secretName", Shape::Free),
+    ("mountPath", Shape::Free),
+    ("items", Shape::ListOf(&SECRET_ITEM)),
+    ("defaultMode", Shape::Free),
+]);
+const VALUES_SHAPE: Shape = Shape::Keys(&[
+    ("localClusterName", Shape::Free),
+    ("clusterLabelName", Shape::Free),
+    ("additionalScrapeConfigs", Shape::Free),
+    ("ruleFiles", Shape::Free),
+    ("onError", Shape::Free),
+    (
+        "match",
+        Shape::Keys(&[
+            ("configMap", OBJECT_MATCH),
+            ("deployment", DEPLOYMENT_MATCH),
+        ]),
+    ),
+    ("federationSecrets", Shape::ListOf(&FEDERATION_SECRET)),
+]);
+
+/// Unknown keys are errors, at any depth, with their path and the closest known key suggested.
 fn check_known_keys(map: &Mapping) -> Result<(), ConfigError> {
-    for key in map.keys() {
+    let Shape::Keys(known) = VALUES_SHAPE else {
+        return Ok(());
+    };
+    check_keys(map, known, "")
+}
+
+fn check_shape(v: &Value, shape: &Shape, at: &str) -> Result<(), ConfigError> {
+    match (shape, v) {
+        (Shape::Keys(known), Value::Mapping(m)) => check_keys(m, known, at),
+        (Shape::ListOf(inner), Value::Sequence(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                check_shape(item, inner, &format!("{at}[{i}]"))?;
+            }
+            Ok(())
+        }
+        // Wrong types are reported by the typed parse, with their path.
+        _ => Ok(()),
+    }
+}
+
+fn check_keys(m: &Mapping, known: &[(&str, Shape)], at: &str) -> Result<(), ConfigError> {
+    for (key, child) in m {
         let Value::String(k) = key else {
+            let place = if at.is_empty() { "top level" } else { at };
             return Err(ConfigError::Invalid(format!(
-                "top-level keys must be strings, found {}",
+                "{place}: keys must be strings, found {}",
                 describe(key)
             )));
         };
-        if KNOWN_KEYS.contains(&k.as_str()) {
-            continue;
-        }
-        let best = KNOWN_KEYS
-            .iter()
-            .map(|known| {
-                (
-                    strsim::damerau_levenshtein(&k.to_lowercase(), &known.to_lowercase()),
-                    known,
-                )
-            })
-            .min_by_key(|(d, _)| *d);
-        let hint = match best {
-            Some((d, known)) if d <= 3 => format!("; did you mean {known:?}?"),
-            _ => format!("; known keys are {}", KNOWN_KEYS.join(", ")),
+        let here = if at.is_empty() {
+            k.clone()
+        } else {
+            format!("{at}.{k}")
         };
-        return Err(ConfigError::Invalid(format!("unknown key {k:?}{hint}")));
+        match known.iter().find(|(name, _)| name == k) {
+            Some((_, inner)) => check_shape(child, inner, &here)?,
+            None => {
+                let names: Vec<&str> = known.iter().map(|(n, _)| *n).collect();
+                return Err(ConfigError::Invalid(format!(
+                    "unknown key {here:?}{}",
+                    suggest(k, &names)
+                )));
+            }
+        }
     }
     Ok(())
+}
+
+/// `; did you mean "x"?` for a near miss, else the list of known keys.
+fn suggest(key: &str, known: &[&str]) -> String {
+    let best = known
+        .iter()
+        .map(|k| {
+            (
+                strsim::damerau_levenshtein(&key.to_lowercase(), &k.to_lowercase()),
+                k,
+            )
+        })
+        .min_by_key(|(d, _)| *d);
+    match best {
+        Some((d, k)) if d <= 3 => format!("; did you mean {k:?}?"),
+        _ => format!("; known keys here are {}", known.join(", ")),
+    }
 }
 
 /// Renders a YAML list of scalars as `[a, b]` for messages (like the seed's assert).
@@ -709,7 +843,85 @@ additionalScrapeConfigs:
             "{e}"
         );
         let e = err("frobnicate: 1\n");
-        assert!(e.contains("known keys are"), "{e}");
+        assert!(e.contains("known keys here are"), "{e}");
+    }
+
+    #[test]
+    fn nested_typos_name_their_path_and_suggest() {
+        let e = err("match:\n  configmap: {}\n");
+        assert!(
+            e.contains("unknown key \"match.configmap\"")
+                && e.contains("did you mean \"configMap\""),
+            "{e}"
+        );
+        let e = err("match:\n  deployment:\n    containr: x\n");
+        assert!(
+            e.contains("\"match.deployment.containr\"") && e.contains("\"container\""),
+            "{e}"
+        );
+        let e = err("federationSecrets:\n- secretName: a\n  mountpath: /x\n");
+        assert!(
+            e.contains("\"federationSecrets[0].mountpath\"") && e.contains("\"mountPath\""),
+            "{e}"
+        );
+        // Labels and scrape configs are the user's own keys: never flagged.
+        assert!(Values::from_yaml_str("match:\n  configMap:\n    labels: {anything: x}\n").is_ok());
+    }
+
+    #[test]
+    fn wrong_types_name_their_key_path() {
+        let e = err("localClusterName: 42\n");
+        assert!(
+            e.starts_with("values: localClusterName: invalid type"),
+            "{e}"
+        );
+        let e = err("match:\n  configMap:\n    name: [a]\n");
+        assert!(
+            e.starts_with("values: match.configMap.name: invalid type"),
+            "{e}"
+        );
+        let e = err("federationSecrets:\n- secretName: a\n  mountPath: /x\n  defaultMode: rw\n");
+        assert!(
+            e.contains("federationSecrets[0].defaultMode: invalid type"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn cluster_label_name_must_not_be_a_prometheus_label() {
+        for l in ["job", "instance", "le", "quantile"] {
+            let e = err(&format!("clusterLabelName: {l}\n"));
+            assert!(
+                e.contains(&format!(
+                    "clusterLabelName \"{l}\" is a label Prometheus already uses"
+                )),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn federation_jobs_need_static_configs() {
+        let e = err(
+            "additionalScrapeConfigs:\n- job_name: fed\n  kubernetes_sd_configs: [{role: pod}]\n",
+        );
+        assert!(
+            e.contains(
+                "additionalScrapeConfigs[0] (job \"fed\"): kubernetes_sd_configs is not supported"
+            ),
+            "{e}"
+        );
+        let e = err("additionalScrapeConfigs:\n- job_name: fed\n  metrics_path: /federate\n");
+        assert!(
+            e.contains("(job \"fed\"): has no static_configs")
+                && e.contains("{cluster: <cluster name>}"),
+            "{e}"
+        );
+        // Discovery next to correct static_configs still leaves discovered targets unlabelled.
+        let e = err(
+            "additionalScrapeConfigs:\n- job_name: fed\n  static_configs: [{targets: [a], labels: {cluster: a}}]\n  dns_sd_configs: [{names: [x]}]\n",
+        );
+        assert!(e.contains("dns_sd_configs is not supported"), "{e}");
     }
 
     #[test]
@@ -733,7 +945,8 @@ additionalScrapeConfigs:
             err("additionalScrapeConfigs:\n- static_configs: []\n")
                 .contains("additionalScrapeConfigs[0] has no job_name")
         );
-        let e = err("additionalScrapeConfigs:\n- job_name: a\n- job_name: a\n");
+        let job_a = "- job_name: a\n  static_configs: [{targets: [x], labels: {cluster: x}}]\n";
+        let e = err(&format!("additionalScrapeConfigs:\n{job_a}{job_a}"));
         assert!(
             e.contains("additionalScrapeConfigs[1]") && e.contains("used twice"),
             "{e}"
@@ -779,7 +992,7 @@ additionalScrapeConfigs:
         assert_eq!(v.on_error, OnError::Allow);
         assert_eq!(v.r#match.config_map.name, "prometheus-server");
         assert!(err("onError: maybe\n").contains("unknown variant"));
-        assert!(err("match:\n  configmap: {}\n").contains("unknown field"));
+        assert!(err("onError: maybe\n").starts_with("values: onError: unknown variant"));
     }
 
     #[test]

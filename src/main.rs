@@ -1,16 +1,5 @@
-//! The `promfed` binary: parse the command line, hand over to the library.
+//! The `promfed` binary: everything happens in [`promfed::cli`].
 
-use std::process::ExitCode;
-
-use clap::Parser;
-
-fn main() -> ExitCode {
-    let cli = promfed::cli::Cli::parse();
-    match promfed::cli::run(cli) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+fn main() -> std::process::ExitCode {
+    promfed::cli::main()
 }

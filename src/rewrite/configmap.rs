@@ -43,6 +43,8 @@ pub fn rewrite_configmap(
             out.changed.push((PROMETHEUS_YML.to_owned(), new));
         }
     }
+    out.warnings
+        .extend(super::checks::unrewritten_alerts(data, values));
     for key in &values.rule_files {
         let Some(text) = data.get(key) else { continue };
         let edit = rules::rewrite_rule_file(key, text, values)?;

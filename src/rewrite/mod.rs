@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::config::Values;
 
+pub mod checks;
 pub mod configmap;
 pub mod deployment;
 pub mod rules;

@@ -86,6 +86,9 @@ pub fn rewrite_prometheus_yml(key: &str, text: &str, values: &Values) -> Result<
             }
             continue;
         }
+        warnings.extend(super::checks::local_job_sets_cluster_label(
+            &job, sc_map, values,
+        ));
         changed |= add_local_rule(sc_map, &rule, values)
             .map_err(|e| format!("scrape config {job:?}: {e}"))?;
     }

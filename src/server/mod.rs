@@ -51,10 +51,10 @@ pub struct ServeArgs {
     #[arg(long, env = "PROMFED_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// Address of the TLS admission port.
-    #[arg(long, env = "PROMFED_LISTEN", default_value = "0.0.0.0:8443")]
+    #[arg(long, env = "PROMFED_LISTEN", default_value = "0.0.0.0:8443", value_parser = crate::cli::addr::parse_listen)]
     pub listen: SocketAddr,
     /// Address of the plain-HTTP port serving /healthz, /readyz and /metrics.
-    #[arg(long, env = "PROMFED_METRICS_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = "PROMFED_METRICS_LISTEN", default_value = "0.0.0.0:8080", value_parser = crate::cli::addr::parse_listen)]
     pub metrics_listen: SocketAddr,
     /// Log line format.
     #[arg(long, env = "PROMFED_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -520,7 +520,7 @@ pub fn load(settings: &Settings) -> Result<Loaded, ServeError> {
     if let Some(t) = cert.not_after {
         metrics.set_certificate_expiry(t);
     }
-    tracing::info!(serial = %cert.serial, not_after = cert.not_after, "serving certificate loaded");
+    tracing::info!(serial = %cert.serial, not_after = %crate::logging::rfc3339(cert.not_after), "serving certificate loaded");
     Ok(Loaded {
         values,
         cert,
@@ -585,8 +585,8 @@ pub async fn serve_loaded(
         })
     };
     tracing::info!(
-        admission = ?listeners.admission.local_addr().ok(),
-        metrics = ?metrics_addr,
+        admission = %crate::logging::addr(listeners.admission.local_addr().ok()),
+        metrics = %crate::logging::addr(metrics_addr),
         "promfed serving: POST /mutate over TLS; /healthz, /readyz, /metrics over HTTP"
     );
     let accept = tokio::spawn(accept_loop(

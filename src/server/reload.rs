@@ -101,7 +101,7 @@ pub async fn poll_once(watched: &mut Watched, state: &AppState, resolver: &CertR
                             state.metrics.set_certificate_expiry(t);
                         }
                         state.metrics.reload(ReloadKind::certificate, true);
-                        tracing::info!(serial = %loaded.serial, not_after = loaded.not_after, "serving certificate reloaded");
+                        tracing::info!(serial = %loaded.serial, not_after = %crate::logging::rfc3339(loaded.not_after), "serving certificate reloaded");
                         c.last = pair;
                     }
                     Err(e) => {

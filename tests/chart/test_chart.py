@@ -308,14 +308,17 @@ def test_rendered_values_file_passes_promfed_check(scenario, promfed_bin, tmp_pa
     assert run.returncode == 0, run.stderr + run.stdout
 
 
-def test_promfed_check_rejects_what_the_schema_cannot_see(promfed_bin, tmp_path):
-    # configFile is free text; promfed check is what catches a missing cluster label in it.
+def test_config_file_is_checked_at_render_time_as_promfed_checks_it(promfed_bin, tmp_path):
+    # configFile is free text the schema cannot see; the chart's templates check it as promfed
+    # does (tests/chart/test_validation.py has every case), and promfed check agrees.
     bad = "additionalScrapeConfigs:\n- job_name: fed\n  static_configs:\n  - targets: [a:9090]\n    labels: {env: x}\n"
+    with pytest.raises(helm.errors.HelmRenderError, match='does not have a non-empty label "cluster"'):
+        render({"configFile": bad})
     path = tmp_path / "values.yaml"
-    path.write_text(rendered_values_file(render({"configFile": bad})))
-    run = subprocess.run([promfed_bin, "check", "--values", path], capture_output=True, text=True, timeout=60)
+    path.write_text(bad)
+    run = subprocess.run([promfed_bin, "check", path], capture_output=True, text=True, timeout=60)
     assert run.returncode != 0
-    assert "cluster" in (run.stderr + run.stdout)
+    assert 'does not have a non-empty label "cluster"' in run.stderr
 
 
 # --- bad values fail with the schema's message -------------------------------------------------
