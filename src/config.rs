@@ -34,6 +34,7 @@ const KNOWN_KEYS: &[&str] = &[
     "onError",
     "match",
     "federationSecrets",
+    "fleet",
 ];
 
 /// Errors of loading or validating a values file. Each names the offending entry.
@@ -176,6 +177,8 @@ pub struct Values {
     pub on_error: OnError,
     pub r#match: Match,
     pub federation_secrets: Vec<FederationSecret>,
+    /// Fleet alerting: rule file modes and the federation-health group (issue 17).
+    pub fleet: crate::rewrite::fleet::FleetValues,
 }
 
 impl Default for Values {
@@ -188,6 +191,7 @@ impl Default for Values {
             on_error: OnError::Deny,
             r#match: Match::default(),
             federation_secrets: Vec::new(),
+            fleet: Default::default(),
         }
     }
 }
@@ -203,6 +207,7 @@ struct RawValues {
     on_error: Option<OnError>,
     r#match: Option<Match>,
     federation_secrets: Option<Vec<FederationSecret>>,
+    fleet: Option<crate::rewrite::fleet::FleetValues>,
 }
 
 fn default_object_name() -> String {
@@ -298,6 +303,7 @@ impl Values {
             on_error: raw.on_error.unwrap_or_default(),
             r#match: raw.r#match.unwrap_or_default(),
             federation_secrets: raw.federation_secrets.unwrap_or_default(),
+            fleet: raw.fleet.unwrap_or_default(),
         };
         values.validate()?;
         Ok(values)
@@ -399,6 +405,7 @@ impl Values {
         if self.r#match.deployment.container.is_empty() {
             return bad("match.deployment.container must not be empty".to_owned());
         }
+        self.fleet.validate().map_err(ConfigError::Invalid)?;
         self.validate_federation_secrets()
     }
 
