@@ -351,7 +351,7 @@ mod tests {
             ),
             ("fleet:\n  helth: {}\n", "unknown field"),
         ] {
-            let e = Values::from_yaml_str(&format!("{extra}"))
+            let e = Values::from_yaml_str(extra)
                 .err()
                 .unwrap_or_else(|| panic!("accepted {extra}"))
                 .to_string();
