@@ -160,7 +160,12 @@ pub fn group(values: &Values) -> Option<Value> {
     if !clusters.is_empty() {
         rules.push(alert(
             "PromfedFederationStale",
-            &format!("promfed:federation_newest_sample_age_seconds > {stale}"),
+            // Only while the federation answers: when it is down, its samples (they carry
+            // timestamps, so Prometheus never marks them stale) age too, and Down says it.
+            &format!(
+                "promfed:federation_newest_sample_age_seconds > {stale} and on ({label}) \
+                 promfed:federation_up == 1"
+            ),
             &h.for_,
             "warning",
             format!("Series of cluster {l} are going stale"),
