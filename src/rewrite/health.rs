@@ -259,6 +259,10 @@ mod tests {
             text.contains("up{cluster=\"b\", job!=\"federation\"}"),
             "{text}"
         );
+        assert!(
+            text.contains("> 120 and on (cluster) promfed:federation_up == 1"),
+            "stale only while the federation answers: {text}"
+        );
     }
 
     #[test]
