@@ -403,3 +403,31 @@ fn the_health_group_passes_promtool_and_is_idempotent() {
         panic!("promtool rejects the health group: {e:#}\n{once}");
     }
 }
+
+/// The differential corpus of the local contract (122 rules of every shape), in fleet mode:
+/// every rule the local rewrite accepts is accepted, reaches a fixed point in one run, and
+/// `promtool` accepts the whole file.
+#[test]
+fn the_whole_differential_corpus_rewrites_in_fleet_mode() {
+    let text = include_str!("fixtures/differential/rules.yml");
+    let v = values();
+    let key = KEY;
+    let once = rewrite_rule_file(key, text, &v).unwrap_or_else(|e| panic!("{e}"));
+    let out = once
+        .text
+        .unwrap_or_else(|| panic!("fleet mode changed nothing in the corpus"));
+    let again = rewrite_rule_file(key, &out, &v).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again.text, None, "second run must change nothing");
+    // The corpus's only warning is its rule that writes the cluster label.
+    assert!(
+        once.warnings.len() == 1 && once.warnings[0].contains("diff:label_replace_writes_cluster"),
+        "{:?}",
+        once.warnings
+    );
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join(key);
+    std::fs::write(&path, &out).unwrap_or_else(|e| panic!("{e}"));
+    if let Err(e) = promtool().check_rules(&path) {
+        panic!("promtool rejects the fleet-mode corpus: {e:#}");
+    }
+}

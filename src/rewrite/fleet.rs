@@ -222,9 +222,9 @@ impl RuleMode {
     }
 }
 
-/// Warnings for a tools cluster (one with federation jobs) whose ConfigMap holds alerting rules
-/// promfed leaves untouched: they mix every cluster's series (`absent(...)` never fires while
-/// any cluster has the series).
+/// Warnings for a tools cluster (one with federation jobs): alerting rules promfed leaves
+/// untouched mix every cluster's series (`absent(...)` never fires while any cluster has the
+/// series), and a federation-health group that has nowhere to go.
 pub fn untouched_alerting_warnings(
     data: &BTreeMap<String, String>,
     values: &Values,
@@ -233,6 +233,23 @@ pub fn untouched_alerting_warnings(
         return Vec::new();
     }
     let mut out = Vec::new();
+    let h = &values.fleet.health;
+    if h.enabled {
+        let key = &h.rule_file;
+        let why = if mode(values, key) == FileMode::Untouched {
+            Some("its mode is untouched")
+        } else if !data.contains_key(key) {
+            Some("the ConfigMap has no such key")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            out.push(format!(
+                "the federation-health rule group is not added to data key {key:?}: {why}; set \
+                 fleet.health.ruleFile to a rule file prometheus.yml loads"
+            ));
+        }
+    }
     for (key, text) in data {
         if key == crate::config::PROMETHEUS_YML || mode(values, key) != FileMode::Untouched {
             continue;
@@ -335,9 +352,17 @@ mod tests {
             ("other".to_owned(), "not: [rules".to_owned()),
         ]);
         let w = untouched_alerting_warnings(&data, &v);
-        assert_eq!(w.len(), 1, "{w:?}");
-        assert!(w[0].contains("alerting_rules.yml"), "{w:?}");
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].contains("federation-health") && w[0].contains("untouched"),
+            "{w:?}"
+        );
+        assert!(w[1].contains("holds alerting rules"), "{w:?}");
         assert!(untouched_alerting_warnings(&data, &values("")).is_empty());
+        let w = untouched_alerting_warnings(&BTreeMap::new(), &values(""));
+        assert!(w.len() == 1 && w[0].contains("no such key"), "{w:?}");
+        let off = values("fleet:\n  health: {enabled: false}\n");
+        assert!(untouched_alerting_warnings(&BTreeMap::new(), &off).is_empty());
     }
 
     #[test]
