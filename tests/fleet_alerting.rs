@@ -431,3 +431,16 @@ fn the_whole_differential_corpus_rewrites_in_fleet_mode() {
         panic!("promtool rejects the fleet-mode corpus: {e:#}");
     }
 }
+
+#[test]
+fn a_fleet_rule_that_sets_the_cluster_label_is_named() {
+    let text = "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up == 0\n    labels:\n      cluster: x\n";
+    let out = rewrite_rule_file(KEY, text, &values()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        out.warnings.len() == 1
+            && out.warnings[0].contains("group \"g\", rule \"A\"")
+            && out.warnings[0].contains("cannot hold"),
+        "{:?}",
+        out.warnings
+    );
+}

@@ -67,6 +67,14 @@ pub fn rewrite_fleet_expr(src: &str, opts: &FleetOptions) -> Result<Rewritten, P
         });
     }
     let printed = super::print::print(&expr)?;
+    if let Err(e) = super::lex::prepare(&printed) {
+        // A second run would refuse its own output: refuse now, saying why.
+        return Err(PromqlError::TooLarge(format!(
+            "in fleet mode (label-less parts computed once for each of {} clusters) the expression \
+             breaks a limit: {e}; split the rule or use local mode",
+            opts.clusters.len()
+        )));
+    }
     Ok(Rewritten {
         changed: printed != src,
         expr: printed,
@@ -180,6 +188,15 @@ impl Fleet<'_> {
 
     /// Replaces `e` by `local(e, c1) or local(e, c2) or ...`.
     fn expand(&mut self, e: &mut Expr, bare: bool) -> Result<(), PromqlError> {
+        let n = self.opts.clusters.len();
+        if n > super::MAX_DEPTH {
+            // The `or` chain counts as nesting: a second run would refuse it.
+            return Err(PromqlError::TooLarge(format!(
+                "in fleet mode label-less parts are computed once per cluster, and {n} clusters \
+                 nest deeper than the limit of {}; use local mode for this rule file",
+                super::MAX_DEPTH
+            )));
+        }
         let original = std::mem::replace(e, Expr::from(0.0));
         let mut union: Option<Expr> = None;
         for (i, cluster) in self.opts.clusters.iter().enumerate() {
@@ -452,6 +469,25 @@ mod tests {
                 out.warnings
             );
         }
+    }
+
+    #[test]
+    fn an_expansion_past_the_limits_is_refused_not_written() {
+        let fleet = |n: usize| FleetOptions {
+            label: "cluster".into(),
+            clusters: (0..n).map(|i| format!("cluster-{i}")).collect(),
+        };
+        let e = rewrite_fleet_expr("absent(up{job=\"kubelet\"})", &fleet(300)).unwrap_err();
+        assert!(matches!(e, PromqlError::TooLarge(_)), "{e}");
+        assert!(e.to_string().contains("300 clusters"), "{e}");
+        // Within the nesting limit but past the size limit.
+        let long = format!("absent(up{{job=\"{}\"}})", "k".repeat(400));
+        let e = rewrite_fleet_expr(&long, &fleet(200)).unwrap_err();
+        assert!(e.to_string().contains("200 clusters"), "{e}");
+        // Labelled expressions do not grow with the fleet.
+        assert!(rewrite_fleet_expr("sum(up)", &fleet(300)).is_ok());
+        let ok = rewrite_fleet_expr("absent(up)", &fleet(100)).unwrap();
+        assert!(!rewrite_fleet_expr(&ok.expr, &fleet(100)).unwrap().changed);
     }
 
     #[test]

@@ -220,6 +220,19 @@ impl RuleMode {
     pub fn labels_rules(&self) -> bool {
         matches!(self, Self::Local(_))
     }
+
+    /// In fleet mode, a rule that sets the cluster label itself overrides every result's
+    /// cluster (results of different clusters then collide): the finding, if so.
+    pub fn rule_label_warning(&self, labels: Option<&Value>) -> Option<String> {
+        let Self::Fleet(o) = self else { return None };
+        let v = labels?.get(o.label.as_str())?;
+        Some(format!(
+            "sets labels.{}: {} itself; in fleet mode every result carries its own cluster, which \
+             this overrides: the contract cannot hold",
+            o.label,
+            serde_yaml::to_string(v).unwrap_or_default().trim()
+        ))
+    }
 }
 
 /// Warnings for a tools cluster (one with federation jobs): alerting rules promfed leaves

@@ -108,6 +108,10 @@ pub fn rewrite_rule_file(key: &str, text: &str, values: &Values) -> Result<Edit,
             }
             if mode.labels_rules() {
                 changed |= set_label(rule, values).map_err(|m| rule_err(&rname, m))?;
+            } else if let Some(w) = mode.rule_label_warning(rule.get("labels")) {
+                warnings.push(format!(
+                    "data key {key:?}, group {gname:?}, rule {rname:?}: {w}"
+                ));
             }
         }
     }
