@@ -429,6 +429,7 @@ mod tests {
             "time() - 5",
             "hour()",
             "absent_over_time(x[5m])",
+            "vector(scalar(sum(x)))",
             "vector(time())",
         ] {
             let out = fleet(src);
