@@ -198,6 +198,8 @@ pub struct Values {
     pub r#match: Match,
     /// Secrets mounted into the Prometheus container.
     pub federation_secrets: Vec<FederationSecret>,
+    /// Fleet alerting: rule file modes and the federation-health group (issue 17).
+    pub fleet: crate::rewrite::fleet::FleetValues,
 }
 
 impl Default for Values {
@@ -210,6 +212,7 @@ impl Default for Values {
             on_error: OnError::Deny,
             r#match: Match::default(),
             federation_secrets: Vec::new(),
+            fleet: Default::default(),
         }
     }
 }
@@ -225,6 +228,7 @@ struct RawValues {
     on_error: Option<OnError>,
     r#match: Option<Match>,
     federation_secrets: Option<Vec<FederationSecret>>,
+    fleet: Option<crate::rewrite::fleet::FleetValues>,
 }
 
 fn default_object_name() -> String {
@@ -324,6 +328,7 @@ impl Values {
             on_error: raw.on_error.unwrap_or_default(),
             r#match: raw.r#match.unwrap_or_default(),
             federation_secrets: raw.federation_secrets.unwrap_or_default(),
+            fleet: raw.fleet.unwrap_or_default(),
         };
         values.validate()?;
         Ok(values)
@@ -435,6 +440,7 @@ impl Values {
         if self.r#match.deployment.container.is_empty() {
             return bad("match.deployment.container must not be empty".to_owned());
         }
+        self.fleet.validate().map_err(ConfigError::Invalid)?;
         self.validate_federation_secrets()
     }
 
@@ -601,6 +607,21 @@ const VALUES_SHAPE: Shape = Shape::Keys(&[
         ]),
     ),
     ("federationSecrets", Shape::ListOf(&FEDERATION_SECRET)),
+    (
+        "fleet",
+        Shape::Keys(&[
+            ("ruleFiles", Shape::Free),
+            (
+                "health",
+                Shape::Keys(&[
+                    ("enabled", Shape::Free),
+                    ("ruleFile", Shape::Free),
+                    ("for", Shape::Free),
+                    ("staleAfter", Shape::Free),
+                ]),
+            ),
+        ]),
+    ),
 ]);
 
 /// Unknown keys are errors, at any depth, with their path and the closest known key suggested.

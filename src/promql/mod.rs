@@ -15,6 +15,7 @@
 //! `promql_parser::parser::parse` -> [`rewrite::Rewriter`] -> our printer.
 
 mod check;
+mod fleet;
 mod lex;
 mod print;
 mod regexes;
@@ -22,6 +23,7 @@ mod rewrite;
 
 use promql_parser::parser::Expr;
 
+pub use fleet::{FleetOptions, rewrite_fleet_expr};
 pub use lex::{MAX_DEPTH, MAX_EXPR_BYTES, MAX_REGEX_REPETITION};
 pub use print::{is_label_name, quote as quote_string};
 

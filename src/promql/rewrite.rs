@@ -128,50 +128,16 @@ impl<'a> Rewriter<'a> {
         })
     }
 
-    /// `by`: add the label (a missing or empty `by` becomes `by (<label>)`); `without`:
-    /// remove it.
     fn keep_in_grouping(&mut self, modifier: &mut Option<LabelModifier>) {
-        let label = &self.opts.label;
-        match modifier {
-            None => {
-                *modifier = Some(LabelModifier::Include(promql_parser::label::Labels {
-                    labels: vec![label.clone()],
-                }));
-                self.changed = true;
-            }
-            Some(LabelModifier::Include(ls)) => {
-                if !ls.labels.contains(label) {
-                    ls.labels.push(label.clone());
-                    self.changed = true;
-                }
-            }
-            Some(LabelModifier::Exclude(ls)) => self.changed |= remove(&mut ls.labels, label),
-        }
+        self.changed |= keep_in_grouping(modifier, &self.opts.label);
     }
 
-    /// `on`: add the label (and drop it from `group_left/right`, which Prometheus forbids
-    /// alongside `on`; both sides carry the same value); `ignoring`: remove it.
     fn keep_in_matching(
         &mut self,
         matching: &mut Option<LabelModifier>,
         card: &mut VectorMatchCardinality,
     ) {
-        let label = &self.opts.label;
-        match matching {
-            Some(LabelModifier::Include(ls)) => {
-                if !ls.labels.contains(label) {
-                    ls.labels.push(label.clone());
-                    self.changed = true;
-                }
-                if let VectorMatchCardinality::ManyToOne(g) | VectorMatchCardinality::OneToMany(g) =
-                    card
-                {
-                    self.changed |= remove(&mut g.labels, label);
-                }
-            }
-            Some(LabelModifier::Exclude(ls)) => self.changed |= remove(&mut ls.labels, label),
-            None => {}
-        }
+        self.changed |= keep_in_matching(matching, card, &self.opts.label);
     }
 
     fn check_count_values(&mut self, param: &Expr) {
@@ -212,27 +178,8 @@ impl<'a> Rewriter<'a> {
         false
     }
 
-    /// Vector producers whose result has no labels at all.
     fn is_labelless(&self, e: &Expr) -> bool {
-        let Expr::Call(c) = e else { return false };
-        let first = c.args.args.first().map(|a| a.as_ref());
-        match c.func.name {
-            "vector" => true,
-            n if is_date_function(n) => c.args.args.is_empty(),
-            // Prometheus takes absent()'s labels from the equality matchers of a bare selector.
-            "absent" => !matches!(first, Some(Expr::VectorSelector(vs)) if self.has_equal(vs)),
-            "absent_over_time" => {
-                !matches!(first, Some(Expr::MatrixSelector(ms)) if self.has_equal(&ms.vs))
-            }
-            _ => false,
-        }
-    }
-
-    fn has_equal(&self, vs: &VectorSelector) -> bool {
-        vs.matchers
-            .matchers
-            .iter()
-            .any(|m| m.name == self.opts.label && m.op == MatchOp::Equal)
+        is_labelless(e, &self.opts.label)
     }
 
     fn wrap(&mut self, e: &mut Expr) {
@@ -251,11 +198,80 @@ impl<'a> Rewriter<'a> {
     }
 }
 
+/// `by`: add the label (a missing or empty `by` becomes `by (<label>)`); `without`: remove it.
+/// Returns whether something changed.
+pub(crate) fn keep_in_grouping(modifier: &mut Option<LabelModifier>, label: &str) -> bool {
+    match modifier {
+        None => {
+            *modifier = Some(LabelModifier::Include(promql_parser::label::Labels {
+                labels: vec![label.to_owned()],
+            }));
+            true
+        }
+        Some(LabelModifier::Include(ls)) => {
+            if ls.labels.iter().any(|l| l == label) {
+                return false;
+            }
+            ls.labels.push(label.to_owned());
+            true
+        }
+        Some(LabelModifier::Exclude(ls)) => remove(&mut ls.labels, label),
+    }
+}
+
+/// `on`: add the label (and drop it from `group_left/right`, which Prometheus forbids
+/// alongside `on`; both sides carry the same value); `ignoring`: remove it. Returns whether
+/// something changed.
+pub(crate) fn keep_in_matching(
+    matching: &mut Option<LabelModifier>,
+    card: &mut VectorMatchCardinality,
+    label: &str,
+) -> bool {
+    match matching {
+        Some(LabelModifier::Include(ls)) => {
+            let mut changed = false;
+            if !ls.labels.iter().any(|l| l == label) {
+                ls.labels.push(label.to_owned());
+                changed = true;
+            }
+            if let VectorMatchCardinality::ManyToOne(g) | VectorMatchCardinality::OneToMany(g) =
+                card
+            {
+                changed |= remove(&mut g.labels, label);
+            }
+            changed
+        }
+        Some(LabelModifier::Exclude(ls)) => remove(&mut ls.labels, label),
+        None => false,
+    }
+}
+
+/// Vector producers whose result has no labels at all (`absent` of a bare selector takes its
+/// labels from the selector's equality matchers, so it is label-less only without one on
+/// `label`).
+pub(crate) fn is_labelless(e: &Expr, label: &str) -> bool {
+    let Expr::Call(c) = e else { return false };
+    let first = c.args.args.first().map(|a| a.as_ref());
+    let has_equal = |vs: &VectorSelector| {
+        vs.matchers
+            .matchers
+            .iter()
+            .any(|m| m.name == label && m.op == MatchOp::Equal)
+    };
+    match c.func.name {
+        "vector" => true,
+        n if is_date_function(n) => c.args.args.is_empty(),
+        "absent" => !matches!(first, Some(Expr::VectorSelector(vs)) if has_equal(vs)),
+        "absent_over_time" => !matches!(first, Some(Expr::MatrixSelector(ms)) if has_equal(&ms.vs)),
+        _ => false,
+    }
+}
+
 pub(crate) fn is_date_function(name: &str) -> bool {
     DATE_FUNCTIONS.contains(&name)
 }
 
-fn label_replace() -> Function {
+pub(crate) fn label_replace() -> Function {
     Function::new(
         "label_replace",
         vec![

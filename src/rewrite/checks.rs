@@ -1,8 +1,6 @@
 //! Findings about the user's own Prometheus configuration that the rewrite does not change but
 //! that change meaning on the tools cluster. Warnings, not errors: each may be intended.
 
-use std::collections::BTreeMap;
-
 use serde_yaml::{Mapping, Value};
 
 use crate::config::{PROMETHEUS_YML, Values};
@@ -58,40 +56,6 @@ pub fn local_job_sets_cluster_label(job: &str, sc: &Mapping, values: &Values) ->
     out
 }
 
-/// Data keys outside `ruleFiles` (and other than `prometheus.yml`) that hold alerting rules:
-/// they are not pinned to the local cluster, so on the tools cluster they evaluate over every
-/// federated cluster's series.
-pub fn unrewritten_alerts(data: &BTreeMap<String, String>, values: &Values) -> Vec<String> {
-    let mut out = Vec::new();
-    for (key, text) in data {
-        if key == PROMETHEUS_YML || values.rule_files.contains(key) || !text.contains("alert") {
-            continue;
-        }
-        // Not a rule file promfed was told about: a parse failure is none of our business.
-        let Ok(doc) = super::parse_yaml(text) else {
-            continue;
-        };
-        let alerts: Vec<&str> = doc
-            .get("groups")
-            .and_then(Value::as_sequence)
-            .into_iter()
-            .flatten()
-            .filter_map(|g| g.get("rules").and_then(Value::as_sequence))
-            .flatten()
-            .filter_map(|r| r.get("alert").and_then(Value::as_str))
-            .collect();
-        if let Some(first) = alerts.first() {
-            out.push(format!(
-                "data key {key:?} holds {} alerting rule(s) (e.g. {first:?}) but is not in ruleFiles: \
-                 on the tools cluster they evaluate over the series of every federated cluster, not \
-                 only this one. Add {key:?} to ruleFiles to keep them local",
-                alerts.len()
-            ));
-        }
-    }
-    out
-}
-
 /// A YAML scalar as written, for messages.
 fn scalar(v: &Value) -> String {
     match v {
@@ -141,34 +105,5 @@ mod tests {
         );
         assert!(job("relabel_configs:\n- source_labels: [__address__]\n  target_label: cluster\n  replacement: local\n").is_empty());
         assert!(job("relabel_configs:\n- target_label: other\n  replacement: x\n").is_empty());
-    }
-
-    #[test]
-    fn alerts_outside_rule_files_are_named() {
-        let data = BTreeMap::from([
-            ("prometheus.yml".to_owned(), "rule_files: [alert.yml]\n".to_owned()),
-            (
-                "alerting_rules.yml".to_owned(),
-                "groups:\n- name: g\n  rules:\n  - alert: Down\n    expr: up == 0\n  - alert: Slow\n    expr: x > 1\n"
-                    .to_owned(),
-            ),
-            (
-                "recording_rules.yml".to_owned(),
-                "groups:\n- name: g\n  rules:\n  - alert: Pinned\n    expr: up == 0\n".to_owned(),
-            ),
-            ("notes.txt".to_owned(), "an alert: [broken".to_owned()),
-        ]);
-        let w = unrewritten_alerts(&data, &Values::default());
-        assert_eq!(w.len(), 1, "{w:?}");
-        assert!(
-            w[0].starts_with(
-                "data key \"alerting_rules.yml\" holds 2 alerting rule(s) (e.g. \"Down\")"
-            ),
-            "{w:?}"
-        );
-        let listed =
-            Values::from_yaml_str("ruleFiles: [recording_rules.yml, alerting_rules.yml]\n")
-                .unwrap();
-        assert!(unrewritten_alerts(&data, &listed).is_empty());
     }
 }

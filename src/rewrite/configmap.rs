@@ -2,7 +2,7 @@
 
 use k8s_openapi::api::core::v1::ConfigMap;
 
-use super::{RewriteError, rules, scrape};
+use super::{RewriteError, fleet, rules, scrape};
 use crate::config::{PROMETHEUS_YML, Values};
 
 /// The outcome for one ConfigMap: the data keys that change (in a stable order) and warnings.
@@ -44,8 +44,8 @@ pub fn rewrite_configmap(
         }
     }
     out.warnings
-        .extend(super::checks::unrewritten_alerts(data, values));
-    for key in &values.rule_files {
+        .extend(fleet::untouched_alerting_warnings(data, values));
+    for key in &fleet::rule_file_keys(values) {
         let Some(text) = data.get(key) else { continue };
         let edit = rules::rewrite_rule_file(key, text, values)?;
         out.warnings.extend(edit.warnings);

@@ -11,6 +11,8 @@ use crate::config::Values;
 pub mod checks;
 pub mod configmap;
 pub mod deployment;
+pub mod fleet;
+pub mod health;
 pub mod rules;
 pub mod scrape;
 

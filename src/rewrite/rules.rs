@@ -7,9 +7,9 @@
 
 use serde_yaml::Value;
 
-use super::{Edit, RewriteError, parse_yaml};
+use super::{Edit, RewriteError, health, parse_yaml};
 use crate::config::{Values, describe};
-use crate::promql::{RewriteOptions, rewrite_expr};
+use crate::rewrite::fleet::RuleMode;
 
 /// Rewrites the text of one rule file held in ConfigMap data key `key`.
 pub fn rewrite_rule_file(key: &str, text: &str, values: &Values) -> Result<Edit, RewriteError> {
@@ -38,12 +38,7 @@ pub fn rewrite_rule_file(key: &str, text: &str, values: &Values) -> Result<Edit,
             )));
         }
     };
-    let opts = RewriteOptions {
-        label: values.cluster_label_name.clone(),
-        value: values.local_cluster_name.clone(),
-        regex: false,
-        tag_labelless: true,
-    };
+    let mode = RuleMode::new(key, values);
     let mut changed = false;
     let mut warnings = Vec::new();
     for (gi, group) in groups.iter_mut().enumerate() {
@@ -57,6 +52,9 @@ pub fn rewrite_rule_file(key: &str, text: &str, values: &Values) -> Result<Edit,
             .get("name")
             .and_then(Value::as_str)
             .map_or_else(|| format!("groups[{gi}]"), str::to_owned);
+        if health::is_ours(&gname) {
+            continue;
+        }
         let rules = match group.get_mut("rules") {
             None | Some(Value::Null) => continue,
             Some(Value::Sequence(r)) => r,
@@ -96,7 +94,8 @@ pub fn rewrite_rule_file(key: &str, text: &str, values: &Values) -> Result<Edit,
                 }
                 None => return Err(rule_err(&rname, "has no expr".to_owned())),
             };
-            let out = rewrite_expr(&expr, &opts)
+            let out = mode
+                .rewrite(&expr)
                 .map_err(|e| rule_err(&rname, format!("expression {e}")))?;
             warnings.extend(
                 out.warnings
@@ -107,9 +106,16 @@ pub fn rewrite_rule_file(key: &str, text: &str, values: &Values) -> Result<Edit,
                 rule.insert("expr".into(), Value::String(out.expr));
                 changed = true;
             }
-            changed |= set_label(rule, values).map_err(|m| rule_err(&rname, m))?;
+            if mode.labels_rules() {
+                changed |= set_label(rule, values).map_err(|m| rule_err(&rname, m))?;
+            } else if let Some(w) = mode.rule_label_warning(rule.get("labels")) {
+                warnings.push(format!(
+                    "data key {key:?}, group {gname:?}, rule {rname:?}: {w}"
+                ));
+            }
         }
     }
+    changed |= health::ensure_group(key, groups, values);
     if !changed {
         return Ok(Edit::unchanged(warnings));
     }

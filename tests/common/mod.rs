@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod admission;
+pub mod alertmanager;
 pub mod fleet;
 pub mod golden;
 pub mod prom;

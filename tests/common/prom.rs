@@ -35,7 +35,7 @@ const PORT_ATTEMPTS: usize = 5;
 const INSTALL_HINT: &str = "install Debian's package: apt-get install -y prometheus";
 
 /// Finds an executable: the `env_override` variable if set, otherwise `name` on `PATH`.
-fn find_binary(name: &str, env_override: &str) -> Result<PathBuf> {
+pub fn find_binary(name: &str, env_override: &str) -> Result<PathBuf> {
     if let Some(p) = std::env::var_os(env_override) {
         let p = PathBuf::from(p);
         if p.is_file() {
