@@ -10,8 +10,10 @@ use clap::{Parser, Subcommand};
 use crate::config::Values;
 
 mod mutate;
+mod serve;
 
 pub use mutate::{OutputFormat, mutate_stream};
+pub use serve::ServeArgs;
 
 /// promfed: federate a fleet of TKG Prometheus servers into one tools-cluster Prometheus.
 #[derive(Debug, Parser)]
@@ -28,7 +30,7 @@ pub enum Command {
     /// Validate a values file.
     Check(CheckArgs),
     /// Run the mutating admission webhook over TLS.
-    Serve(crate::server::ServeArgs),
+    Serve(ServeArgs),
     /// Grafana dashboards: make any dashboard multi-cluster.
     #[command(subcommand)]
     Dashboards(crate::dashboards::DashboardsCommand),
@@ -67,17 +69,7 @@ pub const EXAMPLE_VALUES: &str = include_str!("../../examples/values.yaml");
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Mutate(args) => run_mutate(args),
-        Command::Serve(args) => {
-            crate::logging::init(args.log_format);
-            // One process-wide crypto provider; rustls is built with ring only (no OpenSSL).
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the tokio runtime")?;
-            runtime.block_on(crate::server::run(args))?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Serve(args) => serve::run(args),
         Command::Dashboards(cmd) => Ok(crate::dashboards::run(cmd)?.into()),
         Command::Certs(args) => {
             crate::certs::run(args)?;

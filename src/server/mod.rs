@@ -1,8 +1,8 @@
 //! `promfed serve`: the admission webhook over TLS, plus probes and metrics on a plain-HTTP
 //! port.
 //!
-//! Layout: [`run`] turns [`ServeArgs`] into [`Settings`], binds, and calls [`serve`], which
-//! tests call directly with listeners bound to port 0. [`app`] is the admission router,
+//! Layout: the command line (`crate::cli`) turns its flags into [`Settings`], binds, and calls
+//! [`serve_loaded`]; tests call [`serve`] directly with listeners bound to port 0. [`app`] is the admission router,
 //! [`probes`] the metrics-port router; both take the shared [`AppState`].
 
 pub mod reload;
@@ -32,69 +32,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::admission::{self, Outcome};
 use crate::config::{ConfigError, Values};
-use crate::logging::LogFormat;
 use crate::metrics::{Metrics, OperationLabel, ResultLabel};
 use tls::{CertResolver, TlsError};
-
-/// Flags of `promfed serve`; each is also read from a `PROMFED_*` environment variable.
-#[derive(clap::Args, Debug, Clone)]
-pub struct ServeArgs {
-    /// Values file (the seed's ytt data-values work as is); re-read when it changes.
-    /// Without it the built-in defaults are used.
-    #[arg(long, env = "PROMFED_VALUES")]
-    pub values: Option<PathBuf>,
-    /// PEM certificate chain of the webhook; re-read when it changes. Without it (and
-    /// --tls-key) an in-memory self-signed certificate for localhost is used.
-    #[arg(long, env = "PROMFED_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the certificate.
-    #[arg(long, env = "PROMFED_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// Address of the TLS admission port.
-    #[arg(long, env = "PROMFED_LISTEN", default_value = "0.0.0.0:8443")]
-    pub listen: SocketAddr,
-    /// Address of the plain-HTTP port serving /healthz, /readyz and /metrics.
-    #[arg(long, env = "PROMFED_METRICS_LISTEN", default_value = "0.0.0.0:8080")]
-    pub metrics_listen: SocketAddr,
-    /// Log line format.
-    #[arg(long, env = "PROMFED_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-    /// Largest request body accepted (an UPDATE carries object and oldObject, each up to 1 MiB).
-    #[arg(long, env = "PROMFED_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
-    pub max_body_bytes: usize,
-    /// Time limit for one request, from the first header byte to the response (e.g. 10s, 500ms).
-    #[arg(long, env = "PROMFED_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub request_timeout: Duration,
-    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
-    #[arg(long, env = "PROMFED_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
-    pub shutdown_grace: Duration,
-    /// How often the values file and the certificate are checked for changes.
-    #[arg(long, env = "PROMFED_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
-    pub reload_interval: Duration,
-    /// Where the self-signed CA certificate (PEM) is written when no certificate is given.
-    /// Default: promfed-ca.pem in the temporary directory.
-    #[arg(long, env = "PROMFED_CA_OUT")]
-    pub ca_out: Option<PathBuf>,
-}
-
-/// Parses `10s`, `500ms`, `2m` or a plain number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 10s, 500ms or 2m"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" => n * 60.0,
-        other => return Err(format!("unknown duration unit {other:?} (use ms, s or m)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
-}
 
 /// Where the serving certificate comes from.
 #[derive(Debug, Clone)]
@@ -116,31 +55,6 @@ pub struct Settings {
     pub reload_interval: Duration,
 }
 
-impl From<&ServeArgs> for Settings {
-    fn from(a: &ServeArgs) -> Self {
-        let tls = match (&a.tls_cert, &a.tls_key) {
-            (Some(cert), Some(key)) => TlsSource::Files {
-                cert: cert.clone(),
-                key: key.clone(),
-            },
-            _ => TlsSource::SelfSigned {
-                ca_out: a
-                    .ca_out
-                    .clone()
-                    .unwrap_or_else(|| std::env::temp_dir().join("promfed-ca.pem")),
-            },
-        };
-        Settings {
-            values: a.values.clone(),
-            tls,
-            max_body_bytes: a.max_body_bytes,
-            request_timeout: a.request_timeout,
-            shutdown_grace: a.shutdown_grace,
-            reload_interval: a.reload_interval,
-        }
-    }
-}
-
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -155,14 +69,6 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot install the signal handler: {0}")]
-    Signal(#[source] std::io::Error),
     #[error("server task failed: {0}")]
     Task(String),
 }
@@ -464,7 +370,7 @@ pub struct Loaded {
 }
 
 /// Loads the values file and the certificate (or generates the self-signed one and writes its
-/// CA). `run` calls it before binding, so a bad mount fails fast with the file named.
+/// CA). The command line calls it before binding, so a bad mount fails fast with the file named.
 pub fn load(settings: &Settings) -> Result<Loaded, ServeError> {
     let metrics = Arc::new(Metrics::new());
     let mut watched = reload::Watched::default();
@@ -703,63 +609,5 @@ async fn connection(
     conn.as_mut().graceful_shutdown();
     if let Err(e) = conn.await {
         tracing::debug!(%peer, error = %e, "connection ended with an error while draining");
-    }
-}
-
-/// Resolves on the first SIGTERM or SIGINT.
-async fn first_signal(
-    term: &mut tokio::signal::unix::Signal,
-    int: &mut tokio::signal::unix::Signal,
-) {
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
-}
-
-/// `promfed serve`: bind both ports, serve until SIGTERM/SIGINT, drain, return. A second
-/// signal during the drain exits at once with status 130.
-pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signal)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signal)?;
-    let settings = Settings::from(&args);
-    // Load values and certificate before binding: a bad mount fails fast with the file named.
-    let loaded = load(&settings)?;
-    let bind = |addr: SocketAddr| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServeError::Bind { addr, source })
-    };
-    let listeners = Listeners {
-        admission: bind(args.listen).await?,
-        metrics: bind(args.metrics_listen).await?,
-    };
-    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        first_signal(&mut term, &mut int).await;
-        let _ = first_tx.send(());
-        first_signal(&mut term, &mut int).await;
-        tracing::warn!("second signal during shutdown: exiting now");
-        std::process::exit(130);
-    });
-    serve_loaded(listeners, settings, loaded, async move {
-        let _ = first_rx.await;
-    })
-    .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("5h").is_err());
-        assert!(parse_duration("s").is_err());
     }
 }
