@@ -241,7 +241,16 @@ async fn handle_review(state: &Arc<AppState>, req: Request) -> Result<Response, 
         .metrics
         .request(operation_label(&reviewed.operation), result);
     state.metrics.rewrite_duration(elapsed.as_secs_f64());
-    reviewed.span.in_scope(|| {
+    tracing::info_span!(
+        "review",
+        uid = %reviewed.uid,
+        kind = %reviewed.kind,
+        namespace = %reviewed.namespace,
+        name = %reviewed.name,
+        operation = ?reviewed.operation,
+        dry_run = reviewed.dry_run,
+    )
+    .in_scope(|| {
         tracing::info!(
             outcome = reviewed.outcome.as_str(),
             reason,
