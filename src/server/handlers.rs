@@ -170,40 +170,59 @@ async fn mutate(State(state): State<Arc<AppState>>, req: Request) -> Response {
     }
 }
 
-/// Reads at most `limit` bytes. Past the limit the rest is read and discarded (up to another
-/// `limit` bytes), so that an HTTP/1.1 client still writing its body gets the 413 instead of a
-/// connection reset.
+/// Reads at most `limit` bytes. A body over the limit is answered 413 at once, and the rest of
+/// it is read and thrown away in the background (see [`discard`]): a client still sending gets
+/// the 413 instead of a reset, over HTTP/1.1 and HTTP/2 alike.
 async fn read_body(
     mut body: Body,
     limit: usize,
     declared: Option<u64>,
+    discard_for: Duration,
 ) -> Result<Vec<u8>, Rejection> {
-    let mut too_large = declared.is_some_and(|n| n > limit as u64);
+    if declared.is_some_and(|n| n > limit as u64) {
+        tokio::spawn(discard(body, limit, discard_for));
+        return Err(Rejection::TooLarge { limit });
+    }
     let mut buf = Vec::with_capacity(declared.map_or(0, |n| n.min(limit as u64) as usize));
-    let mut discarded = 0usize;
-    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+    while let Some(frame) = next_frame(&mut body).await {
         let frame = frame.map_err(|e| Rejection::Unreadable(e.to_string()))?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        if !too_large && buf.len() + data.len() > limit {
-            too_large = true;
-            buf = Vec::new();
+        if buf.len() + data.len() > limit {
+            tokio::spawn(discard(body, limit, discard_for));
+            return Err(Rejection::TooLarge { limit });
         }
-        if too_large {
-            discarded += data.len();
-            if discarded > limit {
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf)
+}
+
+async fn next_frame(
+    body: &mut Body,
+) -> Option<Result<hyper::body::Frame<axum::body::Bytes>, axum::Error>> {
+    std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
+}
+
+/// Reads the rest of a refused body until its end, for at most `within` and at most
+/// `max(4 × limit, 64 MiB)` bytes, then drops it.
+///
+/// Why: dropping an unfinished request body makes HTTP/2 reset the stream
+/// (RST_STREAM) and HTTP/1.1 close the connection while the client is still sending; clients
+/// such as curl then report a stream error or a reset instead of the 413 that was already sent.
+/// Reading on until the client's end of stream lets the answer arrive as a normal response.
+async fn discard(mut body: Body, limit: usize, within: Duration) {
+    let cap = limit.saturating_mul(4).max(64 << 20);
+    let mut read = 0usize;
+    let _ = tokio::time::timeout(within, async {
+        while let Some(Ok(frame)) = next_frame(&mut body).await {
+            read += frame.data_ref().map_or(0, |d| d.len());
+            if read > cap {
                 break;
             }
-        } else {
-            buf.extend_from_slice(&data);
         }
-    }
-    if too_large {
-        Err(Rejection::TooLarge { limit })
-    } else {
-        Ok(buf)
-    }
+    })
+    .await;
 }
 
 async fn handle_review(state: &Arc<AppState>, req: Request) -> Result<Response, Rejection> {
@@ -212,7 +231,13 @@ async fn handle_review(state: &Arc<AppState>, req: Request) -> Result<Response, 
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let body = read_body(req.into_body(), state.max_body_bytes, declared).await?;
+    let body = read_body(
+        req.into_body(),
+        state.max_body_bytes,
+        declared,
+        state.request_timeout,
+    )
+    .await?;
     let started = Instant::now();
     let values = state.values();
     // The rewrite is CPU work (YAML and PromQL parsing); keep it off the I/O threads.
