@@ -401,6 +401,31 @@ async fn over_the_limit_gets_413_declared_or_streamed() {
     assert_eq!(status, 200, "{resp}");
 }
 
+#[tokio::test]
+async fn http1_responses_close_the_connection_once_shutdown_starts() {
+    let (app, state) = router(8 * 1024 * 1024, Duration::from_secs(30));
+    let review = || post_mutate(bytes(&fixture(DELETE)));
+    let r = app.clone().oneshot(review()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("connection").is_none());
+    state.begin_shutdown();
+    // Still answered (the shutdown delay serves on), but the HTTP/1.1 client is told to close.
+    let r = app.clone().oneshot(review()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["connection"], "close");
+    let mut bad = post_mutate(b"{".to_vec());
+    *bad.version_mut() = axum::http::Version::HTTP_11;
+    let r = app.clone().oneshot(bad).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["connection"], "close");
+    // HTTP/2 has no Connection header (the connection gets GOAWAY instead).
+    let mut h2 = review();
+    *h2.version_mut() = axum::http::Version::HTTP_2;
+    let r = app.oneshot(h2).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("connection").is_none());
+}
+
 /// A body that never sends a byte (a client that stalls after its headers).
 struct Stalled;
 

@@ -43,7 +43,12 @@ pub struct ServeArgs {
     /// Time limit for one request, from the first header byte to the response (e.g. 10s, 500ms).
     #[arg(long, env = "PROMFED_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,
-    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    /// How long new connections and requests are still served after SIGTERM/SIGINT, with
+    /// /readyz failing: cover the time the Pod's endpoint takes to leave the Service (endpoint
+    /// and kube-proxy propagation, typically 1-2 s). 0 stops accepting at once.
+    #[arg(long, env = "PROMFED_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+    /// How long in-flight requests may take to finish once the shutdown delay is over.
     #[arg(long, env = "PROMFED_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
     /// How often the values file and the certificate are checked for changes.
@@ -94,6 +99,7 @@ impl From<&ServeArgs> for Settings {
             max_body_bytes: a.max_body_bytes,
             request_timeout: a.request_timeout,
             shutdown_grace: a.shutdown_grace,
+            shutdown_delay: a.shutdown_delay,
             reload_interval: a.reload_interval,
         }
     }
@@ -120,8 +126,8 @@ async fn first_signal(term: &mut Signal, int: &mut Signal) {
     }
 }
 
-/// Binds both ports, serves until SIGTERM/SIGINT, drains, returns. A second signal during the
-/// drain exits at once with status 130.
+/// Binds both ports, serves until SIGTERM/SIGINT, keeps serving for the shutdown delay, drains,
+/// returns. A second signal during the delay or the drain exits at once with status 130.
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("cannot install the signal handler")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot install the signal handler")?;

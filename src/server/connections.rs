@@ -14,23 +14,33 @@ use tokio_rustls::TlsAcceptor;
 
 use super::stopped;
 
+/// The two moments of a shutdown, as seen by the connections.
+#[derive(Debug, Clone)]
+pub(crate) struct Shutdown {
+    /// True from SIGTERM on: connections are retired (HTTP/2 gets GOAWAY; HTTP/1.1 responses
+    /// say `Connection: close`, see `handlers`) while new ones are still accepted and served.
+    pub(crate) retire: watch::Receiver<bool>,
+    /// True once the shutdown delay is over: no new connections; in-flight requests finish.
+    pub(crate) stop: watch::Receiver<bool>,
+}
+
 /// Accepts TLS connections until `stop`; returns the open connections for draining.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     router: Router,
     request_timeout: Duration,
-    mut stop: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> JoinSet<()> {
     let mut conns = JoinSet::new();
-    let for_conns = stop.clone();
+    let mut stop = shutdown.stop.clone();
     loop {
         tokio::select! {
             _ = stopped(&mut stop) => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
-                    conns.spawn(connection(tcp, peer, acceptor.clone(), router.clone(), request_timeout, for_conns.clone()));
+                    conns.spawn(connection(tcp, peer, acceptor.clone(), router.clone(), request_timeout, shutdown.clone()));
                 }
                 Err(e) => {
                     // Typically EMFILE; back off instead of spinning.
@@ -44,15 +54,21 @@ pub(crate) async fn accept_loop(
 }
 
 /// One connection: TLS handshake (bounded by the request timeout), then HTTP/1.1 or HTTP/2
-/// as negotiated; on stop, finishes the requests in flight and closes.
+/// as negotiated by ALPN. An HTTP/2 connection gets GOAWAY as soon as shutdown starts (its
+/// client opens a new connection for later requests; streams already sent are served); any
+/// connection finishes its requests in flight and closes on stop.
 async fn connection(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
     acceptor: TlsAcceptor,
     router: Router,
     request_timeout: Duration,
-    mut stop: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
+    let Shutdown {
+        mut retire,
+        mut stop,
+    } = shutdown;
     let _ = tcp.set_nodelay(true);
     let tls = tokio::select! {
         r = tokio::time::timeout(request_timeout, acceptor.accept(tcp)) => match r {
@@ -68,26 +84,37 @@ async fn connection(
         },
         _ = stopped(&mut stop) => return,
     };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(request_timeout);
     builder.http2().timer(TokioTimer::new());
+    // With ALPN h2 the protocol is known: serve HTTP/2 at once (the auto builder, still reading
+    // the preface, would drop the connection on a graceful shutdown instead of sending GOAWAY).
+    let builder = if h2 { builder.http2_only() } else { builder };
     let conn = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(router));
     tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-            return;
+    if h2 {
+        tokio::select! {
+            r = conn.as_mut() => return ended(peer, r),
+            _ = stopped(&mut retire) => {}
+            _ = stopped(&mut stop) => {}
         }
+        conn.as_mut().graceful_shutdown();
+    }
+    tokio::select! {
+        r = conn.as_mut() => return ended(peer, r),
         _ = stopped(&mut stop) => {}
     }
     conn.as_mut().graceful_shutdown();
-    if let Err(e) = conn.await {
-        tracing::debug!(%peer, error = %e, "connection ended with an error while draining");
+    ended(peer, conn.await);
+}
+
+fn ended(peer: SocketAddr, r: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+    if let Err(e) = r {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
 

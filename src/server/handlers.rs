@@ -22,7 +22,29 @@ use crate::metrics::{OperationLabel, ResultLabel};
 pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            close_when_shutting_down,
+        ))
         .with_state(state)
+}
+
+/// From the shutdown signal on, HTTP/1.1 responses carry `Connection: close`: the client
+/// retires the connection after this answer and opens its next one where the Service sends it,
+/// instead of reusing one that is about to close. (HTTP/2 connections get GOAWAY instead.)
+async fn close_when_shutting_down(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let http1 = req.version() < axum::http::Version::HTTP_2;
+    let mut response = next.run(req).await;
+    if http1 && state.is_shutting_down() {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// The metrics-port router: `/healthz`, `/readyz`, `/metrics`.

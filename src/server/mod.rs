@@ -46,6 +46,9 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// How long new connections and requests are still served after the shutdown signal,
+    /// with `/readyz` failing: the time the endpoint takes to leave every Service's rotation.
+    pub shutdown_delay: Duration,
     pub reload_interval: Duration,
 }
 
@@ -152,8 +155,9 @@ pub fn load(settings: &Settings) -> Result<Loaded, ServeError> {
 }
 
 /// Loads values and certificate (failing before serving anything if either is unusable),
-/// serves until `shutdown` completes, then stops accepting and drains in-flight requests for
-/// at most `shutdown_grace`.
+/// serves until `shutdown` completes; then fails `/readyz`, keeps serving for `shutdown_delay`
+/// (retiring connections), stops accepting and drains in-flight requests for at most
+/// `shutdown_grace`.
 pub async fn serve(
     listeners: Listeners,
     settings: Settings,
@@ -188,6 +192,7 @@ pub async fn serve_loaded(
     state.set_ready();
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (retire_tx, retire_rx) = watch::channel(false);
     let (stop_probes_tx, mut stop_probes_rx) = watch::channel(false);
     let reloader = tokio::spawn(reload::run(
         watched,
@@ -216,12 +221,25 @@ pub async fn serve_loaded(
         acceptor,
         app(state.clone()),
         settings.request_timeout,
-        stop_rx,
+        connections::Shutdown {
+            retire: retire_rx,
+            stop: stop_rx,
+        },
     ));
 
     shutdown.await;
-    tracing::info!(grace = ?settings.shutdown_grace, "shutdown requested: no new connections, draining");
+    // Not ready at once, so the endpoint leaves the Services; but calls routed here meanwhile
+    // are still served: connections are accepted for the delay and only retired (GOAWAY,
+    // `Connection: close`), so clients move to another replica without a failed call.
     state.begin_shutdown();
+    let _ = retire_tx.send(true);
+    tracing::info!(
+        delay = ?settings.shutdown_delay,
+        grace = ?settings.shutdown_grace,
+        "shutdown requested: not ready; still serving for the delay, then draining"
+    );
+    tokio::time::sleep(settings.shutdown_delay).await;
+    tracing::info!(grace = ?settings.shutdown_grace, "shutdown delay over: no new connections, draining");
     let _ = stop_tx.send(true);
     let conns = accept.await.map_err(|e| ServeError::Task(e.to_string()))?;
     connections::drain(conns, settings.shutdown_grace).await;

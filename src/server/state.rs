@@ -61,6 +61,11 @@ impl AppState {
         self.shutting_down.store(true, Ordering::SeqCst);
     }
 
+    /// True from the shutdown signal on.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
     /// Loaded and not shutting down: what `/readyz` answers.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst) && !self.shutting_down.load(Ordering::SeqCst)
