@@ -2,15 +2,17 @@
 //! HTTP/1.1 or HTTP/2 as negotiated), and the drain on shutdown.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
 
 use super::stopped;
 
@@ -54,9 +56,9 @@ pub(crate) async fn accept_loop(
 }
 
 /// One connection: TLS handshake (bounded by the request timeout), then HTTP/1.1 or HTTP/2
-/// as negotiated by ALPN. An HTTP/2 connection gets GOAWAY as soon as shutdown starts (its
-/// client opens a new connection for later requests; streams already sent are served); any
-/// connection finishes its requests in flight and closes on stop.
+/// as negotiated by ALPN. An HTTP/2 connection gets GOAWAY once shutdown has started and it has
+/// carried a request (its client opens a new connection for later requests; streams already
+/// sent are served); any connection finishes its requests in flight and closes on stop.
 async fn connection(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
@@ -94,12 +96,28 @@ async fn connection(
     // With ALPN h2 the protocol is known: serve HTTP/2 at once (the auto builder, still reading
     // the preface, would drop the connection on a graceful shutdown instead of sending GOAWAY).
     let builder = if h2 { builder.http2_only() } else { builder };
-    let conn = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(router));
+    // Set by every request: the client has this connection in use.
+    let used = Arc::new(Notify::new());
+    let service = {
+        let used = used.clone();
+        router.map_request(move |req: axum::extract::Request<_>| {
+            used.notify_one();
+            req
+        })
+    };
+    let conn = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(service));
     tokio::pin!(conn);
     if h2 {
+        // GOAWAY once shutdown has started and the connection has carried a request: a client
+        // whose request races a GOAWAY on a connection it has used retries it on a new one, but
+        // the first request of a brand-new connection would fail.
+        let retired = async {
+            stopped(&mut retire).await;
+            used.notified().await;
+        };
         tokio::select! {
             r = conn.as_mut() => return ended(peer, r),
-            _ = stopped(&mut retire) => {}
+            _ = retired => {}
             _ = stopped(&mut stop) => {}
         }
         conn.as_mut().graceful_shutdown();
