@@ -53,7 +53,7 @@ fn run(s: &Scenario) -> Report {
 fn assert_no_failed_call(r: &Report) {
     // The scenario exercised what it is about: calls kept arriving at terminating replicas.
     assert!(r.routed_to_terminating > 0, "{r:?}");
-    assert!(r.calls > 50, "{r:?}");
+    assert!(r.calls > 20, "{r:?}");
     assert_eq!(r.failed, 0, "failed calls: {:#?}", r.failures);
 }
 
