@@ -332,23 +332,9 @@ fn counter(text: &str, series: &str) -> f64 {
 // ---------------------------------------------------------------------------------------------
 // Clients.
 
-fn client_tls(ca: &CertificateDer<'static>, alpn: &[&[u8]]) -> Res<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.clone()).map_err(|e| e.to_string())?;
-    let mut c = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Ok(c)
-}
-
 fn https_client(ca: &CertificateDer<'static>, alpn: &[&[u8]]) -> Res<reqwest::Client> {
     reqwest::Client::builder()
-        .tls_backend_preconfigured(client_tls(ca, alpn)?)
+        .tls_backend_preconfigured(harness::client_tls(ca, alpn)?)
         .no_proxy()
         .timeout(BOUND)
         .build()
@@ -692,7 +678,8 @@ async fn drive(
         mib(rss_kib(pid, "VmRSS:").unwrap_or(0))
     );
 
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls(ca_der, &[b"http/1.1"])?));
+    let connector =
+        tokio_rustls::TlsConnector::from(Arc::new(harness::client_tls(ca_der, &[b"http/1.1"])?));
     let load = Arc::new(Load {
         bodies: Arc::new(Bodies::new()?),
         h2: https_client(ca_der, &[b"h2"])?,

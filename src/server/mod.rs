@@ -33,22 +33,36 @@ use tls::{CertResolver, TlsError};
 #[derive(Debug, Clone)]
 pub enum TlsSource {
     /// PEM files, re-read when they change.
-    Files { cert: PathBuf, key: PathBuf },
+    Files {
+        /// PEM certificate chain.
+        cert: PathBuf,
+        /// PEM private key.
+        key: PathBuf,
+    },
     /// Generated at start; the CA certificate is written to `ca_out`.
-    SelfSigned { ca_out: PathBuf },
+    SelfSigned {
+        /// Where the CA certificate (PEM) goes, for clients to trust.
+        ca_out: PathBuf,
+    },
 }
 
 /// Everything [`serve`] needs besides the sockets.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The values file, re-read when it changes; `None`: the built-in defaults.
     pub values: Option<PathBuf>,
+    /// The serving certificate.
     pub tls: TlsSource,
+    /// Largest request body answered; larger ones get 413.
     pub max_body_bytes: usize,
+    /// Time limit of one request (TLS handshake, headers, body, answer); past it, 408.
     pub request_timeout: Duration,
+    /// How long in-flight requests may take to finish once the shutdown delay is over.
     pub shutdown_grace: Duration,
     /// How long new connections and requests are still served after the shutdown signal,
     /// with `/readyz` failing: the time the endpoint takes to leave every Service's rotation.
     pub shutdown_delay: Duration,
+    /// How often the values file and the certificate are checked for changes.
     pub reload_interval: Duration,
 }
 
@@ -56,16 +70,22 @@ pub struct Settings {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeError {
+    /// The values file cannot be read or is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The certificate or key cannot be loaded.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The self-signed CA certificate cannot be written.
     #[error("cannot write the self-signed CA certificate to {path}: {source}")]
     WriteCa {
+        /// Where it was to go.
         path: PathBuf,
+        /// Why it failed.
         #[source]
         source: std::io::Error,
     },
+    /// The accept loop panicked.
     #[error("server task failed: {0}")]
     Task(String),
 }

@@ -333,23 +333,25 @@ impl Tally {
     }
 }
 
-fn client(env: &Env, balancer: SocketAddr, h2: bool) -> Res<reqwest::Client> {
+/// A client TLS config trusting only `ca`, offering `alpn`.
+pub fn client_tls(ca: &CertificateDer<'static>, alpn: &[&[u8]]) -> Res<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(env.ca.clone()).map_err(|e| e.to_string())?;
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+    roots.add(ca.clone()).map_err(|e| e.to_string())?;
+    let mut c = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .map_err(|e| e.to_string())?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    tls.alpn_protocols = vec![if h2 {
-        b"h2".to_vec()
-    } else {
-        b"http/1.1".to_vec()
-    }];
+    c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(c)
+}
+
+fn client(env: &Env, balancer: SocketAddr, h2: bool) -> Res<reqwest::Client> {
+    let alpn: &[u8] = if h2 { b"h2" } else { b"http/1.1" };
     reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
+        .tls_backend_preconfigured(client_tls(&env.ca, &[alpn])?)
         .resolve(HOST, balancer)
         .no_proxy()
         .timeout(Duration::from_secs(10))
