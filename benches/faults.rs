@@ -2,7 +2,12 @@
 //! 127.0.0.1 while its certificate is rotated, its values file is broken and repaired, and it
 //! finally gets SIGTERM with requests in flight.
 //!
-//! Run: `cargo bench --bench faults` (about 60 s). Knobs: `FAULTS_PHASE_SECS` (default 10),
+//! Last, rollouts (issue 15): real replicas behind a round-robin balancer that keeps a
+//! terminating replica in rotation for 1.5 s after its SIGTERM (`tests/rollout/harness.rs`),
+//! a rolling update of every replica and a node drain, with the default `--shutdown-delay` and
+//! with `--shutdown-delay 0` as the control.
+//!
+//! Run: `cargo bench --bench faults` (about 90 s). Knobs: `FAULTS_PHASE_SECS` (default 10),
 //! `FAULTS_RPS` (default 200 requests/s), `FAULTS_WORKERS` (default 8).
 //!
 //! The server is a child process (the real binary, real signals, real RSS from
@@ -19,6 +24,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+#[path = "../tests/rollout/harness.rs"]
+mod harness;
 
 use promfed::certs::{Ca, Leaf, LeafSpec, Usage};
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
@@ -324,23 +332,9 @@ fn counter(text: &str, series: &str) -> f64 {
 // ---------------------------------------------------------------------------------------------
 // Clients.
 
-fn client_tls(ca: &CertificateDer<'static>, alpn: &[&[u8]]) -> Res<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.clone()).map_err(|e| e.to_string())?;
-    let mut c = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Ok(c)
-}
-
 fn https_client(ca: &CertificateDer<'static>, alpn: &[&[u8]]) -> Res<reqwest::Client> {
     reqwest::Client::builder()
-        .tls_backend_preconfigured(client_tls(ca, alpn)?)
+        .tls_backend_preconfigured(harness::client_tls(ca, alpn)?)
         .no_proxy()
         .timeout(BOUND)
         .build()
@@ -627,6 +621,10 @@ async fn run() -> Res<bool> {
         let _ = server.child.kill();
         let _ = server.child.wait();
     }
+    let result = match result {
+        Ok(ok) => rollouts(&exe).await.map(|r| ok && r),
+        e => e,
+    };
     if !matches!(result, Ok(true)) {
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(20).collect();
@@ -680,7 +678,8 @@ async fn drive(
         mib(rss_kib(pid, "VmRSS:").unwrap_or(0))
     );
 
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls(ca_der, &[b"http/1.1"])?));
+    let connector =
+        tokio_rustls::TlsConnector::from(Arc::new(harness::client_tls(ca_der, &[b"http/1.1"])?));
     let load = Arc::new(Load {
         bodies: Arc::new(Bodies::new()?),
         h2: https_client(ca_der, &[b"h2"])?,
@@ -1033,5 +1032,50 @@ async fn drive(
         }
     }
     ok &= completed == in_flight;
+    Ok(ok)
+}
+
+/// The rollout scenarios: with the default shutdown delay (must fail no call) and with none
+/// (the control: shows what the delay prevents).
+async fn rollouts(exe: &Path) -> Res<bool> {
+    let clients = usize::try_from(env_num("FAULTS_ROLLOUT_CLIENTS", 4)).unwrap_or(4);
+    let lag = Duration::from_millis(1500);
+    println!(
+        "\n== rollouts: 2 replicas, balancer keeps a terminating replica in rotation for {lag:?}, {clients} clients (HTTP/1.1 and HTTP/2, {} calls per connection)",
+        5
+    );
+    println!(
+        "{:<12} {:>15} {:>7} {:>7} {:>16} {:>8}",
+        "disruption", "shutdown delay", "calls", "failed", "conns to term.", "took s"
+    );
+    let mut ok = true;
+    for disruption in [harness::Disruption::Rolling, harness::Disruption::NodeDrain] {
+        for delay in [Duration::from_secs(5), Duration::ZERO] {
+            let scenario = harness::Scenario {
+                exe: exe.to_owned(),
+                disruption,
+                shutdown_delay: delay,
+                lag,
+                clients,
+            };
+            let r = harness::run(&scenario).await?;
+            println!(
+                "{:<12} {:>15} {:>7} {:>7} {:>16} {:>8.1}",
+                format!("{disruption:?}"),
+                format!("{delay:?}"),
+                r.calls,
+                r.failed,
+                r.routed_to_terminating,
+                r.took.as_secs_f64()
+            );
+            for f in r.failures.iter().take(3) {
+                println!("    failure: {f}");
+            }
+            if !delay.is_zero() && r.failed > 0 {
+                ok = false;
+            }
+        }
+    }
+    println!("(the 0 s rows are the control: without the delay, calls routed during the lag fail)");
     Ok(ok)
 }

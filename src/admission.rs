@@ -1,6 +1,8 @@
 //! The admission side of the webhook: decode an `admission.k8s.io/v1` AdmissionReview,
 //! ask [`crate::rewrite::mutate_object`] what to change, wrap the answer in a review with the
-//! same `uid`. No I/O here; the server adds timing, metrics and HTTP.
+//! same `uid`. No I/O and no logging here: [`review`] returns plain data ([`Reviewed`]: the
+//! object's identity, the [`Outcome`], the encoded response); the server adds timing, metrics, the log
+//! line and HTTP.
 //!
 //! The response is a pure function of the request and the values: kapp sends a second UPDATE
 //! right after each apply and compares the answers, so nothing here may depend on time,
@@ -72,16 +74,40 @@ impl Outcome {
     }
 }
 
-/// One answered review: the encoded response and what a log line or metric needs.
+/// One answered review: the encoded response, and what a log line or metric needs to name the
+/// object (never its contents).
 #[derive(Debug)]
 pub struct Reviewed {
+    /// The request's `uid`, echoed in the response.
     pub uid: String,
+    /// The object's kind (`ConfigMap`, `Deployment`, ...).
+    pub kind: String,
+    /// The object's namespace; empty for cluster-scoped objects.
+    pub namespace: String,
+    /// The object's name (from `metadata.name` when the request has none, as on CREATE with
+    /// `generateName`).
+    pub name: String,
+    /// The admission operation.
     pub operation: Operation,
+    /// A `dryRun` request (decided the same way: nothing here has side effects).
+    pub dry_run: bool,
+    /// What was decided.
     pub outcome: Outcome,
     /// The encoded response AdmissionReview (JSON).
     pub body: Vec<u8>,
-    /// The span of this review (uid, kind, namespace/name, operation); log the outcome in it.
-    pub span: tracing::Span,
+}
+
+/// The decision for one request: the response to encode and its outcome.
+#[derive(Debug)]
+struct Decision {
+    response: AdmissionResponse,
+    outcome: Outcome,
+}
+
+impl Decision {
+    fn new(response: AdmissionResponse, outcome: Outcome) -> Self {
+        Self { response, outcome }
+    }
 }
 
 /// Decodes `body`, decides, encodes the response. Never logs object contents.
@@ -124,23 +150,17 @@ pub fn review(body: &[u8], values: &Values) -> Result<Reviewed, AdmissionError> 
     } else {
         req.name.as_str()
     };
-    let span = tracing::info_span!(
-        "review",
-        uid = %req.uid,
-        kind = %req.kind.kind,
-        namespace = req.namespace.as_deref().unwrap_or_default(),
-        name,
-        operation = ?req.operation,
-        dry_run = req.dry_run,
-    );
-    let (response, outcome) = span.in_scope(|| decide(&req, &object, values));
-    let body = encode(response?)?;
+    let Decision { response, outcome } = decide(&req, &object, values)?;
+    let body = encode(response)?;
     Ok(Reviewed {
+        name: name.to_owned(),
         uid: req.uid,
+        kind: req.kind.kind,
+        namespace: req.namespace.unwrap_or_default(),
         operation: req.operation,
+        dry_run: req.dry_run,
         outcome,
         body,
-        span,
     })
 }
 
@@ -164,18 +184,18 @@ fn decide(
     req: &AdmissionRequest<DynamicObject>,
     object: &Value,
     values: &Values,
-) -> (Result<AdmissionResponse, AdmissionError>, Outcome) {
+) -> Result<Decision, AdmissionError> {
     let allowed = AdmissionResponse::from(req);
     match req.operation {
         Operation::Create | Operation::Update => {}
-        _ => return (Ok(allowed), Outcome::Skipped("operation")),
+        _ => return Ok(Decision::new(allowed, Outcome::Skipped("operation"))),
     }
     if req.sub_resource.is_some() {
         // A status or scale update: the object's spec is not what is being written.
-        return (Ok(allowed), Outcome::Skipped("subresource"));
+        return Ok(Decision::new(allowed, Outcome::Skipped("subresource")));
     }
     if object.is_null() {
-        return (Ok(allowed), Outcome::Skipped("no object"));
+        return Ok(Decision::new(allowed, Outcome::Skipped("no object")));
     }
     match mutate_object(object, values) {
         Ok(m) => {
@@ -184,23 +204,19 @@ fn decide(
                 response.warnings = Some(m.warnings);
             }
             if m.target.is_none() {
-                (Ok(response), Outcome::Skipped("not matched"))
+                Ok(Decision::new(response, Outcome::Skipped("not matched")))
             } else if m.patch.0.is_empty() {
-                (Ok(response), Outcome::Unchanged)
+                Ok(Decision::new(response, Outcome::Unchanged))
             } else {
                 let response = response
                     .with_patch(m.patch)
-                    .map_err(|e| AdmissionError::Encode(e.to_string()));
+                    .map_err(|e| AdmissionError::Encode(e.to_string()))?;
                 // The size of the patch as serialised for the response (once, by with_patch).
-                let patch_bytes = response
-                    .as_ref()
-                    .ok()
-                    .and_then(|r| r.patch.as_ref())
-                    .map_or(0, Vec::len);
-                (response, Outcome::Patched { patch_bytes })
+                let patch_bytes = response.patch.as_ref().map_or(0, Vec::len);
+                Ok(Decision::new(response, Outcome::Patched { patch_bytes }))
             }
         }
-        Err(e) => on_rewrite_error(req, allowed, &e, values.on_error),
+        Err(e) => Ok(on_rewrite_error(req, allowed, &e, values.on_error)),
     }
 }
 
@@ -209,7 +225,7 @@ fn on_rewrite_error(
     allowed: AdmissionResponse,
     e: &RewriteError,
     on_error: OnError,
-) -> (Result<AdmissionResponse, AdmissionError>, Outcome) {
+) -> Decision {
     let what = describe(&req.kind.kind, req.namespace.as_deref(), Some(&req.name));
     let message = format!("promfed cannot rewrite {what}: {e}");
     match on_error {
@@ -217,7 +233,7 @@ fn on_rewrite_error(
             let mut denied = allowed;
             denied.allowed = false;
             denied.result = Status::failure(&message, "Forbidden").with_code(403);
-            (Ok(denied), Outcome::Denied)
+            Decision::new(denied, Outcome::Denied)
         }
         OnError::Allow => {
             let mut response = allowed;
@@ -225,7 +241,7 @@ fn on_rewrite_error(
                 .warnings
                 .get_or_insert_with(Vec::new)
                 .push(format!("{message}; admitted unmodified (onError: allow)"));
-            (Ok(response), Outcome::AllowedOnError)
+            Decision::new(response, Outcome::AllowedOnError)
         }
     }
 }

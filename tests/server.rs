@@ -3,13 +3,19 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
+use axum::http::Request;
 use common::server::{self as support, BOUND, Opts, TestServer, metric, wait_for};
+
 use json_patch::Patch;
 use promfed::config::Values;
+use promfed::server::AppState;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tower::ServiceExt;
 
 const CREATE: &str = include_str!("fixtures/admission/configmap-create.json");
 const UPDATE: &str = include_str!("fixtures/admission/configmap-update.json");
@@ -290,9 +296,52 @@ async fn on_error_allow_lets_it_through_with_a_warning() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// ---------------------------------------------------------------------------------------------
+// HTTP status cases, in process: the admission router driven with `tower::ServiceExt::oneshot`
+// (no sockets; TLS, HTTP/2, rotation, slow clients and shutdown keep real sockets below).
+
+/// The admission router over `values`, and its state (for the metrics).
+fn router(max_body_bytes: usize, request_timeout: Duration) -> (axum::Router, Arc<AppState>) {
+    let state = Arc::new(AppState::new(
+        values(),
+        Arc::new(promfed::metrics::Metrics::new()),
+        max_body_bytes,
+        request_timeout,
+    ));
+    state.set_ready();
+    (promfed::server::app(state.clone()), state)
+}
+
+/// Sends one request through the router; returns the status and the body (JSON when it is).
+async fn oneshot(router: axum::Router, req: Request<Body>) -> (u16, Value) {
+    let r = router.oneshot(req).await.unwrap();
+    let status = r.status().as_u16();
+    let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let v = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, v)
+}
+
+fn post_mutate(body: impl Into<Body>) -> Request<Body> {
+    Request::post("/mutate")
+        .header("content-type", "application/json")
+        .body(body.into())
+        .unwrap()
+}
+
+fn requests_metric(state: &AppState, result: &str) -> f64 {
+    let text = state.metrics.encode().unwrap();
+    metric(
+        &text,
+        &format!(r#"promfed_admission_requests_total{{operation="UNKNOWN",result="{result}"}}"#),
+    )
+}
+
+#[tokio::test]
 async fn malformed_requests_get_400_with_json() {
-    let s = TestServer::start(Opts::default()).await;
+    let (app, state) = router(8 * 1024 * 1024, Duration::from_secs(30));
     let mut v1beta1 = fixture(CREATE);
     v1beta1["apiVersion"] = json!("admission.k8s.io/v1beta1");
     let mut no_request = fixture(CREATE);
@@ -313,55 +362,218 @@ async fn malformed_requests_get_400_with_json() {
         ("no uid", bytes(&no_uid), "uid"),
     ];
     for (name, body, want) in cases {
-        let (status, resp) = s.post(body).await;
+        let (status, resp) = oneshot(app.clone(), post_mutate(body)).await;
         assert_eq!(status, 400, "{name}: {resp}");
+        assert_eq!(resp["code"], 400, "{name}: {resp}");
         let e = resp["error"]
             .as_str()
             .unwrap_or_else(|| panic!("{name}: {resp}"));
         assert!(e.contains(want), "{name}: {e}");
     }
-    let m = s.metrics_text().await;
-    assert_eq!(
-        metric(
-            &m,
-            r#"promfed_admission_requests_total{operation="UNKNOWN",result="invalid"}"#
-        ),
-        5.0,
-        "{m}"
+    assert_eq!(requests_metric(&state, "invalid"), 5.0);
+}
+
+#[tokio::test]
+async fn over_the_limit_gets_413_declared_or_streamed() {
+    let limit = 64 * 1024;
+    let (app, state) = router(limit, Duration::from_secs(30));
+    let mut review = fixture(CREATE);
+    review["request"]["object"]["data"]["padding"] = json!("x".repeat(limit));
+    let body = bytes(&review);
+    // Declared by Content-Length (refused before reading), and without it (counted while read).
+    let declared = Request::post("/mutate")
+        .header("content-length", body.len())
+        .body(Body::from(body.clone()))
+        .unwrap();
+    for (name, req) in [("declared", declared), ("streamed", post_mutate(body))] {
+        let (status, resp) = oneshot(app.clone(), req).await;
+        assert_eq!(status, 413, "{name}: {resp}");
+        assert!(
+            resp["error"].as_str().unwrap().contains(&limit.to_string()),
+            "{name}: {resp}"
+        );
+    }
+    assert_eq!(requests_metric(&state, "too_large"), 2.0);
+    // Exactly at the limit is read and answered.
+    let small = bytes(&fixture(DELETE));
+    let (app, _) = router(small.len(), Duration::from_secs(30));
+    let (status, resp) = oneshot(app, post_mutate(small)).await;
+    assert_eq!(status, 200, "{resp}");
+}
+
+#[tokio::test]
+async fn http1_responses_close_the_connection_once_shutdown_starts() {
+    let (app, state) = router(8 * 1024 * 1024, Duration::from_secs(30));
+    let review = || post_mutate(bytes(&fixture(DELETE)));
+    let r = app.clone().oneshot(review()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("connection").is_none());
+    state.begin_shutdown();
+    // Still answered (the shutdown delay serves on), but the HTTP/1.1 client is told to close.
+    let r = app.clone().oneshot(review()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["connection"], "close");
+    let mut bad = post_mutate(b"{".to_vec());
+    *bad.version_mut() = axum::http::Version::HTTP_11;
+    let r = app.clone().oneshot(bad).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["connection"], "close");
+    // HTTP/2 has no Connection header (the connection gets GOAWAY instead).
+    let mut h2 = review();
+    *h2.version_mut() = axum::http::Version::HTTP_2;
+    let r = app.oneshot(h2).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("connection").is_none());
+}
+
+/// A body that never sends a byte (a client that stalls after its headers).
+struct Stalled;
+
+impl axum::body::HttpBody for Stalled {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+}
+
+#[tokio::test]
+async fn stalled_body_gets_408() {
+    let (app, state) = router(8 * 1024 * 1024, Duration::from_millis(100));
+    let (status, resp) = oneshot(app, post_mutate(Body::new(Stalled))).await;
+    assert_eq!(status, 408, "{resp}");
+    assert!(
+        resp["error"].as_str().unwrap().contains("request timeout"),
+        "{resp}"
+    );
+    assert_eq!(requests_metric(&state, "timeout"), 1.0);
+}
+
+#[tokio::test]
+async fn wrong_method_and_path() {
+    let (app, state) = router(8 * 1024 * 1024, Duration::from_secs(30));
+    let get = Request::get("/mutate").body(Body::empty()).unwrap();
+    let (status, _) = oneshot(app.clone(), get).await;
+    assert_eq!(status, 405);
+    let (status, _) = oneshot(
+        app,
+        Request::post("/validate")
+            .body(Body::from(bytes(&fixture(CREATE))))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 404);
+    // Neither reached the handler.
+    let text = state.metrics.encode().unwrap();
+    assert!(
+        !text.contains("promfed_admission_requests_total{"),
+        "{text}"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversize_body_gets_413() {
-    let limit = 256 * 1024;
+async fn oversize_body_gets_413_over_http1_and_http2() {
+    let limit = 64 * 1024;
     let s = TestServer::start(Opts {
         max_body_bytes: limit,
         ..Opts::default()
     })
     .await;
     let mut review = fixture(CREATE);
-    review["request"]["object"]["data"]["padding"] = json!("x".repeat(limit));
+    // Far over the limit: the client is still sending when the 413 is ready (HTTP/2 flow control
+    // lets it send only what the server reads).
+    review["request"]["object"]["data"]["padding"] = json!("x".repeat(64 * limit));
     let body = bytes(&review);
-    assert!(body.len() > limit);
-    // HTTP/1.1 (the server reads the excess so the client gets the answer, not a reset) and HTTP/2.
     for alpn in [&[b"http/1.1".as_slice()][..], &[b"h2".as_slice()][..]] {
         let client = s.client_with(&[&rustls::version::TLS13], alpn, true);
+        let what = format!("{alpn:?}");
         let r = client
             .post(s.url())
             .body(body.clone())
             .send()
             .await
-            .unwrap();
-        assert_eq!(r.status(), 413);
-        let v: Value = r.json().await.unwrap();
+            .unwrap_or_else(|e| panic!("{what}: {e:?}"));
+        assert_eq!(r.status(), 413, "{what}");
+        let v: Value = r.json().await.unwrap_or_else(|e| panic!("{what}: {e:?}"));
         assert!(
             v["error"].as_str().unwrap().contains(&limit.to_string()),
-            "{v}"
+            "{what}: {v}"
         );
     }
-    // Just under the limit is served.
-    let (status, _) = s.post(bytes(&fixture(CREATE))).await;
+    // The server stays healthy: a valid review on the same kind of client is served.
+    let (status, _) = s.post(bytes(&fixture(DELETE))).await;
     assert_eq!(status, 200);
+}
+
+/// Over HTTP/2 the 413 arrives as a normal response and the stream is not reset while the client
+/// is still sending (curl reports a reset stream as "Stream error in the HTTP/2 framing layer"
+/// and drops the response; reqwest shows the response either way, hence the raw h2 client).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_body_over_http2_is_not_reset() {
+    let limit = 64 * 1024;
+    let s = TestServer::start(Opts {
+        max_body_bytes: limit,
+        ..Opts::default()
+    })
+    .await;
+    let body = vec![b'x'; 32 * limit];
+    let cfg = support::client_tls(&s.ca.cert_der, &[&rustls::version::TLS13], &[b"h2"]);
+    let tcp = tokio::net::TcpStream::connect(s.admission).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (mut client, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(conn);
+    let req = Request::post(s.url())
+        .header("content-type", "application/json")
+        .header("content-length", body.len())
+        .body(())
+        .unwrap();
+    let (response, mut send) = client.send_request(req, false).unwrap();
+    let sender = tokio::spawn(async move {
+        let mut rest = &body[..];
+        while !rest.is_empty() {
+            send.reserve_capacity(rest.len());
+            let n = match std::future::poll_fn(|cx| send.poll_capacity(cx)).await {
+                Some(Ok(n)) => n.min(rest.len()),
+                Some(Err(e)) => return Err(format!("{e}")),
+                None => return Err("stream closed while sending".to_owned()),
+            };
+            let (chunk, tail) = rest.split_at(n);
+            send.send_data(axum::body::Bytes::copy_from_slice(chunk), tail.is_empty())
+                .map_err(|e| e.to_string())?;
+            rest = tail;
+        }
+        Ok(())
+    });
+    let response = tokio::time::timeout(BOUND, response)
+        .await
+        .expect("an answer")
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let mut answer = Vec::new();
+    let mut data = response.into_body();
+    while let Some(chunk) = data.data().await {
+        let chunk = chunk.expect("the 413 body arrives whole");
+        let _ = data.flow_control().release_capacity(chunk.len());
+        answer.extend_from_slice(&chunk);
+    }
+    let v: Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(v["code"], 413, "{v}");
+    let sent = tokio::time::timeout(BOUND, sender)
+        .await
+        .expect("sent")
+        .unwrap();
+    assert_eq!(
+        sent,
+        Ok(()),
+        "the stream was reset while the client was sending"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

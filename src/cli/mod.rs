@@ -15,8 +15,10 @@ pub mod dashboards;
 mod examples;
 pub mod input;
 mod mutate;
+mod serve;
 
 pub use mutate::{Input, OutputFormat, StreamError, StreamOutput, mutate_inputs, mutate_stream};
+pub use serve::ServeArgs;
 
 /// promfed: federate a fleet of TKG Prometheus servers into one tools-cluster Prometheus.
 #[derive(Debug, Parser)]
@@ -35,7 +37,7 @@ pub enum Command {
     /// Validate a values file.
     Check(CheckArgs),
     /// Run the mutating admission webhook over TLS.
-    Serve(crate::server::ServeArgs),
+    Serve(ServeArgs),
     /// Grafana dashboards: make any dashboard multi-cluster.
     #[command(subcommand)]
     Dashboards(dashboards::DashboardsCommand),
@@ -148,17 +150,7 @@ pub fn error_report(e: &anyhow::Error) -> String {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Mutate(args) => run_mutate(args),
-        Command::Serve(args) => {
-            crate::logging::init(args.log_format);
-            // One process-wide crypto provider; rustls is built with ring only (no OpenSSL).
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the tokio runtime")?;
-            runtime.block_on(crate::server::run(args))?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Serve(args) => serve::run(args),
         Command::Dashboards(cmd) => Ok(dashboards::run(cmd)?.into()),
         Command::Certs(args) => {
             certs::run(args)?;

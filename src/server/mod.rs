@@ -1,448 +1,93 @@
 //! `promfed serve`: the admission webhook over TLS, plus probes and metrics on a plain-HTTP
 //! port.
 //!
-//! Layout: [`run`] turns [`ServeArgs`] into [`Settings`], binds, and calls [`serve`], which
-//! tests call directly with listeners bound to port 0. [`app`] is the admission router,
-//! [`probes`] the metrics-port router; both take the shared [`AppState`].
+//! Layout: the command line (`crate::cli`) turns its flags into [`Settings`], binds, and calls
+//! [`serve_loaded`]; tests call [`serve`] directly with listeners bound to port 0. By concern:
+//! `state` ([`AppState`], readiness), `handlers` ([`app`], the admission router; [`probes`],
+//! the metrics-port router; body reading and rejections), `connections` (accept loop,
+//! per-connection serving, drain), [`reload`] and [`tls`].
 
+mod connections;
+mod handlers;
 pub mod reload;
+mod state;
 pub mod tls;
 
-use std::future::Future;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+pub use handlers::{app, probes};
+pub use state::AppState;
 
-use axum::Router;
-use axum::body::{Body, HttpBody};
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
-use kube::core::admission::Operation;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use crate::admission::{self, Outcome};
 use crate::config::{ConfigError, Values};
-use crate::logging::LogFormat;
-use crate::metrics::{Metrics, OperationLabel, ResultLabel};
+use crate::metrics::Metrics;
 use tls::{CertResolver, TlsError};
-
-/// Flags of `promfed serve`; each is also read from a `PROMFED_*` environment variable.
-#[derive(clap::Args, Debug, Clone)]
-pub struct ServeArgs {
-    /// Values file (the seed's ytt data-values work as is); re-read when it changes.
-    /// Without it the built-in defaults are used.
-    #[arg(long, env = "PROMFED_VALUES")]
-    pub values: Option<PathBuf>,
-    /// PEM certificate chain of the webhook; re-read when it changes. Without it (and
-    /// --tls-key) an in-memory self-signed certificate for localhost is used.
-    #[arg(long, env = "PROMFED_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the certificate.
-    #[arg(long, env = "PROMFED_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// Address of the TLS admission port.
-    #[arg(long, env = "PROMFED_LISTEN", default_value = "0.0.0.0:8443", value_parser = crate::cli::addr::parse_listen)]
-    pub listen: SocketAddr,
-    /// Address of the plain-HTTP port serving /healthz, /readyz and /metrics.
-    #[arg(long, env = "PROMFED_METRICS_LISTEN", default_value = "0.0.0.0:8080", value_parser = crate::cli::addr::parse_listen)]
-    pub metrics_listen: SocketAddr,
-    /// Log line format.
-    #[arg(long, env = "PROMFED_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-    /// Largest request body accepted (an UPDATE carries object and oldObject, each up to 1 MiB).
-    #[arg(long, env = "PROMFED_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
-    pub max_body_bytes: usize,
-    /// Time limit for one request, from the first header byte to the response (e.g. 10s, 500ms).
-    #[arg(long, env = "PROMFED_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub request_timeout: Duration,
-    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
-    #[arg(long, env = "PROMFED_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
-    pub shutdown_grace: Duration,
-    /// How often the values file and the certificate are checked for changes.
-    #[arg(long, env = "PROMFED_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
-    pub reload_interval: Duration,
-    /// Where the self-signed CA certificate (PEM) is written when no certificate is given.
-    /// Default: promfed-ca.pem in the temporary directory.
-    #[arg(long, env = "PROMFED_CA_OUT")]
-    pub ca_out: Option<PathBuf>,
-}
-
-/// Parses `10s`, `500ms`, `2m` or a plain number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 10s, 500ms or 2m"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" => n * 60.0,
-        other => return Err(format!("unknown duration unit {other:?} (use ms, s or m)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
-}
 
 /// Where the serving certificate comes from.
 #[derive(Debug, Clone)]
 pub enum TlsSource {
     /// PEM files, re-read when they change.
-    Files { cert: PathBuf, key: PathBuf },
+    Files {
+        /// PEM certificate chain.
+        cert: PathBuf,
+        /// PEM private key.
+        key: PathBuf,
+    },
     /// Generated at start; the CA certificate is written to `ca_out`.
-    SelfSigned { ca_out: PathBuf },
+    SelfSigned {
+        /// Where the CA certificate (PEM) goes, for clients to trust.
+        ca_out: PathBuf,
+    },
 }
 
 /// Everything [`serve`] needs besides the sockets.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The values file, re-read when it changes; `None`: the built-in defaults.
     pub values: Option<PathBuf>,
+    /// The serving certificate.
     pub tls: TlsSource,
+    /// Largest request body answered; larger ones get 413.
     pub max_body_bytes: usize,
+    /// Time limit of one request (TLS handshake, headers, body, answer); past it, 408.
     pub request_timeout: Duration,
+    /// How long in-flight requests may take to finish once the shutdown delay is over.
     pub shutdown_grace: Duration,
+    /// How long new connections and requests are still served after the shutdown signal,
+    /// with `/readyz` failing: the time the endpoint takes to leave every Service's rotation.
+    pub shutdown_delay: Duration,
+    /// How often the values file and the certificate are checked for changes.
     pub reload_interval: Duration,
-}
-
-impl From<&ServeArgs> for Settings {
-    fn from(a: &ServeArgs) -> Self {
-        let tls = match (&a.tls_cert, &a.tls_key) {
-            (Some(cert), Some(key)) => TlsSource::Files {
-                cert: cert.clone(),
-                key: key.clone(),
-            },
-            _ => TlsSource::SelfSigned {
-                ca_out: a
-                    .ca_out
-                    .clone()
-                    .unwrap_or_else(|| std::env::temp_dir().join("promfed-ca.pem")),
-            },
-        };
-        Settings {
-            values: a.values.clone(),
-            tls,
-            max_body_bytes: a.max_body_bytes,
-            request_timeout: a.request_timeout,
-            shutdown_grace: a.shutdown_grace,
-            reload_interval: a.reload_interval,
-        }
-    }
 }
 
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeError {
+    /// The values file cannot be read or is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The certificate or key cannot be loaded.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The self-signed CA certificate cannot be written.
     #[error("cannot write the self-signed CA certificate to {path}: {source}")]
     WriteCa {
+        /// Where it was to go.
         path: PathBuf,
+        /// Why it failed.
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot install the signal handler: {0}")]
-    Signal(#[source] std::io::Error),
+    /// The accept loop panicked.
     #[error("server task failed: {0}")]
     Task(String),
-}
-
-/// State shared by the handlers, the reloader and the probes.
-#[derive(Debug)]
-pub struct AppState {
-    values: RwLock<Arc<Values>>,
-    pub metrics: Arc<Metrics>,
-    max_body_bytes: usize,
-    request_timeout: Duration,
-    ready: AtomicBool,
-    shutting_down: AtomicBool,
-}
-
-impl AppState {
-    pub fn new(
-        values: Values,
-        metrics: Arc<Metrics>,
-        max_body_bytes: usize,
-        request_timeout: Duration,
-    ) -> Self {
-        Self {
-            values: RwLock::new(Arc::new(values)),
-            metrics,
-            max_body_bytes,
-            request_timeout,
-            ready: AtomicBool::new(false),
-            shutting_down: AtomicBool::new(false),
-        }
-    }
-
-    /// The values in use now (a reload swaps them for later requests only).
-    pub fn values(&self) -> Arc<Values> {
-        self.values
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    pub fn set_values(&self, values: Values) {
-        *self.values.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(values);
-    }
-
-    /// Marks configuration and certificate as loaded.
-    pub fn set_ready(&self) {
-        self.ready.store(true, Ordering::SeqCst);
-    }
-
-    /// Marks the start of shutdown; `/readyz` fails from now on.
-    pub fn begin_shutdown(&self) {
-        self.shutting_down.store(true, Ordering::SeqCst);
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst) && !self.shutting_down.load(Ordering::SeqCst)
-    }
-}
-
-/// The admission router: `POST /mutate`.
-pub fn app(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/mutate", post(mutate))
-        .with_state(state)
-}
-
-/// The metrics-port router: `/healthz`, `/readyz`, `/metrics`.
-pub fn probes(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(state)
-}
-
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.is_ready() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
-    }
-}
-
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    match state.metrics.encode() {
-        Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
-}
-
-fn json_error(status: StatusCode, message: &str) -> Response {
-    let body = serde_json::json!({ "error": message, "code": status.as_u16() }).to_string();
-    (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response()
-}
-
-fn operation_label(op: &Operation) -> OperationLabel {
-    match op {
-        Operation::Create => OperationLabel::CREATE,
-        Operation::Update => OperationLabel::UPDATE,
-        Operation::Delete => OperationLabel::DELETE,
-        Operation::Connect => OperationLabel::CONNECT,
-    }
-}
-
-async fn mutate(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    let _in_flight = state.metrics.in_flight();
-    match tokio::time::timeout(state.request_timeout, handle_review(&state, req)).await {
-        Ok(response) => response,
-        Err(_) => {
-            state
-                .metrics
-                .request(OperationLabel::UNKNOWN, ResultLabel::timeout);
-            tracing::warn!(timeout = ?state.request_timeout, "admission request timed out");
-            json_error(
-                StatusCode::REQUEST_TIMEOUT,
-                "request not completed within the request timeout",
-            )
-        }
-    }
-}
-
-enum BodyError {
-    TooLarge,
-    Read(String),
-}
-
-/// Reads at most `limit` bytes. Past the limit the rest is read and discarded (up to another
-/// `limit` bytes), so that an HTTP/1.1 client still writing its body gets the 413 instead of a
-/// connection reset.
-async fn read_body(
-    mut body: Body,
-    limit: usize,
-    declared: Option<u64>,
-) -> Result<Vec<u8>, BodyError> {
-    let mut too_large = declared.is_some_and(|n| n > limit as u64);
-    let mut buf = Vec::with_capacity(declared.map_or(0, |n| n.min(limit as u64) as usize));
-    let mut discarded = 0usize;
-    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-        let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        if !too_large && buf.len() + data.len() > limit {
-            too_large = true;
-            buf = Vec::new();
-        }
-        if too_large {
-            discarded += data.len();
-            if discarded > limit {
-                break;
-            }
-        } else {
-            buf.extend_from_slice(&data);
-        }
-    }
-    if too_large {
-        Err(BodyError::TooLarge)
-    } else {
-        Ok(buf)
-    }
-}
-
-async fn handle_review(state: &Arc<AppState>, req: Request) -> Response {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let body = match read_body(req.into_body(), state.max_body_bytes, declared).await {
-        Ok(b) => b,
-        Err(BodyError::TooLarge) => {
-            state
-                .metrics
-                .request(OperationLabel::UNKNOWN, ResultLabel::too_large);
-            tracing::warn!(
-                limit = state.max_body_bytes,
-                "admission request body over the limit"
-            );
-            return json_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!(
-                    "request body is larger than the limit of {} bytes",
-                    state.max_body_bytes
-                ),
-            );
-        }
-        Err(BodyError::Read(e)) => {
-            state
-                .metrics
-                .request(OperationLabel::UNKNOWN, ResultLabel::invalid);
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                &format!("cannot read request body: {e}"),
-            );
-        }
-    };
-    let started = Instant::now();
-    let values = state.values();
-    // The rewrite is CPU work (YAML and PromQL parsing); keep it off the I/O threads.
-    let result = tokio::task::spawn_blocking(move || admission::review(&body, &values)).await;
-    let elapsed = started.elapsed();
-    let reviewed = match result {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) if e.is_client_error() => {
-            state
-                .metrics
-                .request(OperationLabel::UNKNOWN, ResultLabel::invalid);
-            tracing::warn!(error = %e, "malformed admission request");
-            return json_error(StatusCode::BAD_REQUEST, &e.to_string());
-        }
-        Ok(Err(e)) => {
-            state
-                .metrics
-                .request(OperationLabel::UNKNOWN, ResultLabel::error);
-            tracing::error!(error = %e, "cannot answer admission request");
-            return json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
-        }
-        Err(e) => {
-            state
-                .metrics
-                .request(OperationLabel::UNKNOWN, ResultLabel::error);
-            tracing::error!(error = %e, "admission task failed");
-            return json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
-        }
-    };
-    let result = match reviewed.outcome {
-        Outcome::Patched { patch_bytes } => {
-            state.metrics.patch_sent(patch_bytes);
-            ResultLabel::patched
-        }
-        Outcome::Unchanged => ResultLabel::unchanged,
-        Outcome::Skipped(_) => ResultLabel::skipped,
-        Outcome::Denied => ResultLabel::denied,
-        Outcome::AllowedOnError => ResultLabel::allowed_on_error,
-    };
-    state
-        .metrics
-        .request(operation_label(&reviewed.operation), result);
-    state.metrics.rewrite_duration(elapsed.as_secs_f64());
-    let patch_bytes = match reviewed.outcome {
-        Outcome::Patched { patch_bytes } => patch_bytes,
-        _ => 0,
-    };
-    let reason = match reviewed.outcome {
-        Outcome::Skipped(why) => why,
-        _ => "",
-    };
-    reviewed.span.in_scope(|| {
-        tracing::info!(
-            outcome = reviewed.outcome.as_str(),
-            reason,
-            patch_bytes,
-            duration_us = elapsed.as_micros() as u64,
-            "admission review"
-        );
-    });
-    (
-        StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        reviewed.body,
-    )
-        .into_response()
 }
 
 /// The two sockets the server answers on.
@@ -464,7 +109,7 @@ pub struct Loaded {
 }
 
 /// Loads the values file and the certificate (or generates the self-signed one and writes its
-/// CA). `run` calls it before binding, so a bad mount fails fast with the file named.
+/// CA). The command line calls it before binding, so a bad mount fails fast with the file named.
 pub fn load(settings: &Settings) -> Result<Loaded, ServeError> {
     let metrics = Arc::new(Metrics::new());
     let mut watched = reload::Watched::default();
@@ -530,8 +175,9 @@ pub fn load(settings: &Settings) -> Result<Loaded, ServeError> {
 }
 
 /// Loads values and certificate (failing before serving anything if either is unusable),
-/// serves until `shutdown` completes, then stops accepting and drains in-flight requests for
-/// at most `shutdown_grace`.
+/// serves until `shutdown` completes; then fails `/readyz`, keeps serving for `shutdown_delay`
+/// (retiring connections), stops accepting and drains in-flight requests for at most
+/// `shutdown_grace`.
 pub async fn serve(
     listeners: Listeners,
     settings: Settings,
@@ -566,6 +212,7 @@ pub async fn serve_loaded(
     state.set_ready();
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (retire_tx, retire_rx) = watch::channel(false);
     let (stop_probes_tx, mut stop_probes_rx) = watch::channel(false);
     let reloader = tokio::spawn(reload::run(
         watched,
@@ -589,34 +236,33 @@ pub async fn serve_loaded(
         metrics = %crate::logging::addr(metrics_addr),
         "promfed serving: POST /mutate over TLS; /healthz, /readyz, /metrics over HTTP"
     );
-    let accept = tokio::spawn(accept_loop(
+    let accept = tokio::spawn(connections::accept_loop(
         listeners.admission,
         acceptor,
         app(state.clone()),
         settings.request_timeout,
-        stop_rx,
+        connections::Shutdown {
+            retire: retire_rx,
+            stop: stop_rx,
+        },
     ));
 
     shutdown.await;
-    tracing::info!(grace = ?settings.shutdown_grace, "shutdown requested: no new connections, draining");
+    // Not ready at once, so the endpoint leaves the Services; but calls routed here meanwhile
+    // are still served: connections are accepted for the delay and only retired (GOAWAY,
+    // `Connection: close`), so clients move to another replica without a failed call.
     state.begin_shutdown();
+    let _ = retire_tx.send(true);
+    tracing::info!(
+        delay = ?settings.shutdown_delay,
+        grace = ?settings.shutdown_grace,
+        "shutdown requested: not ready; still serving for the delay, then draining"
+    );
+    tokio::time::sleep(settings.shutdown_delay).await;
+    tracing::info!(grace = ?settings.shutdown_grace, "shutdown delay over: no new connections, draining");
     let _ = stop_tx.send(true);
-    let mut conns = accept.await.map_err(|e| ServeError::Task(e.to_string()))?;
-    let in_flight = conns.len();
-    let drained = tokio::time::timeout(settings.shutdown_grace, async {
-        while conns.join_next().await.is_some() {}
-    })
-    .await;
-    match drained {
-        Ok(()) => tracing::info!(connections = in_flight, "drained"),
-        Err(_) => {
-            tracing::warn!(
-                remaining = conns.len(),
-                "shutdown grace elapsed; closing remaining connections"
-            );
-            conns.shutdown().await;
-        }
-    }
+    let conns = accept.await.map_err(|e| ServeError::Task(e.to_string()))?;
+    connections::drain(conns, settings.shutdown_grace).await;
     let _ = stop_probes_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(2), probes_server).await;
     let _ = reloader.await;
@@ -627,139 +273,4 @@ pub async fn serve_loaded(
 /// Resolves once `stop` is true (or its sender is gone, which also means stop).
 pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
-}
-
-/// Accepts TLS connections until `stop`; returns the open connections for draining.
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    router: Router,
-    request_timeout: Duration,
-    mut stop: watch::Receiver<bool>,
-) -> JoinSet<()> {
-    let mut conns = JoinSet::new();
-    let for_conns = stop.clone();
-    loop {
-        tokio::select! {
-            _ = stopped(&mut stop) => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    conns.spawn(connection(tcp, peer, acceptor.clone(), router.clone(), request_timeout, for_conns.clone()));
-                }
-                Err(e) => {
-                    // Typically EMFILE; back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-        }
-    }
-    conns
-}
-
-/// One connection: TLS handshake (bounded by the request timeout), then HTTP/1.1 or HTTP/2
-/// as negotiated; on stop, finishes the requests in flight and closes.
-async fn connection(
-    tcp: tokio::net::TcpStream,
-    peer: SocketAddr,
-    acceptor: TlsAcceptor,
-    router: Router,
-    request_timeout: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    let _ = tcp.set_nodelay(true);
-    let tls = tokio::select! {
-        r = tokio::time::timeout(request_timeout, acceptor.accept(tcp)) => match r {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "TLS handshake timed out");
-                return;
-            }
-        },
-        _ = stopped(&mut stop) => return,
-    };
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(request_timeout);
-    builder.http2().timer(TokioTimer::new());
-    let conn = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(router));
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-            return;
-        }
-        _ = stopped(&mut stop) => {}
-    }
-    conn.as_mut().graceful_shutdown();
-    if let Err(e) = conn.await {
-        tracing::debug!(%peer, error = %e, "connection ended with an error while draining");
-    }
-}
-
-/// Resolves on the first SIGTERM or SIGINT.
-async fn first_signal(
-    term: &mut tokio::signal::unix::Signal,
-    int: &mut tokio::signal::unix::Signal,
-) {
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
-}
-
-/// `promfed serve`: bind both ports, serve until SIGTERM/SIGINT, drain, return. A second
-/// signal during the drain exits at once with status 130.
-pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signal)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signal)?;
-    let settings = Settings::from(&args);
-    // Load values and certificate before binding: a bad mount fails fast with the file named.
-    let loaded = load(&settings)?;
-    let bind = |addr: SocketAddr| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServeError::Bind { addr, source })
-    };
-    let listeners = Listeners {
-        admission: bind(args.listen).await?,
-        metrics: bind(args.metrics_listen).await?,
-    };
-    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        first_signal(&mut term, &mut int).await;
-        let _ = first_tx.send(());
-        first_signal(&mut term, &mut int).await;
-        tracing::warn!("second signal during shutdown: exiting now");
-        std::process::exit(130);
-    });
-    serve_loaded(listeners, settings, loaded, async move {
-        let _ = first_rx.await;
-    })
-    .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("5h").is_err());
-        assert!(parse_duration("s").is_err());
-    }
 }

@@ -814,6 +814,7 @@ pub fn mutate_with_server(
         max_body_bytes: 8 * 1024 * 1024,
         request_timeout: Duration::from_secs(10),
         shutdown_grace: Duration::from_secs(2),
+        shutdown_delay: Duration::ZERO,
         reload_interval: Duration::from_secs(60),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

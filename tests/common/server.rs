@@ -147,6 +147,7 @@ impl TestServer {
             max_body_bytes: opts.max_body_bytes,
             request_timeout: opts.request_timeout,
             shutdown_grace: opts.shutdown_grace,
+            shutdown_delay: Duration::ZERO,
             reload_interval: Duration::from_millis(50),
         };
         let admission_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
