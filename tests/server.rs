@@ -705,14 +705,14 @@ async fn values_reload_good_then_broken() {
     let s = TestServer::start(Opts::default()).await;
     assert_eq!(local_name_in_use(&s).await, "shared-tools");
 
-    std::fs::write(
+    // The values ConfigMap volume is swapped atomically by the kubelet: write it the same way.
+    support::replace_file(
         &s.values_path,
-        VALUES.replace(
+        &VALUES.replace(
             "localClusterName: shared-tools",
             "localClusterName: central",
         ),
-    )
-    .unwrap();
+    );
     let mut seen = String::new();
     let deadline = tokio::time::Instant::now() + BOUND;
     while seen != "central" {
@@ -730,7 +730,7 @@ async fn values_reload_good_then_broken() {
         "{m}"
     );
 
-    std::fs::write(&s.values_path, "localClusterName: [unclosed\n").unwrap();
+    support::replace_file(&s.values_path, "localClusterName: [unclosed\n");
     let metrics = s.metrics;
     wait_for("reload failure counted", || async move {
         let text = support::metrics_at(metrics).await;

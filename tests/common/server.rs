@@ -119,6 +119,14 @@ pub fn atomic_write(dir: &Path, generation: u32, files: &[(&str, &str)]) {
     std::fs::rename(&tmp, dir.join("..data")).unwrap();
 }
 
+/// Replaces a file in one step (a sibling written, then renamed over it), as a mounted volume's
+/// swap is atomic for readers: a reload never sees the file half written.
+pub fn replace_file(path: &Path, content: &str) {
+    let tmp = path.with_extension("tmp-write");
+    std::fs::write(&tmp, content).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 impl TestServer {
     pub async fn start(opts: Opts) -> Self {
         if std::env::var_os("PROMFED_TEST_LOG").is_some() {
