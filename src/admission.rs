@@ -25,16 +25,26 @@ pub const KIND: &str = "AdmissionReview";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AdmissionError {
+    /// The body is not JSON at all.
     #[error("body is not JSON: {0}")]
     NotJson(#[source] serde_json::Error),
+    /// JSON, but not an `admission.k8s.io/v1` AdmissionReview.
     #[error(
         "expected apiVersion {API_VERSION:?} and kind {KIND:?}, found apiVersion {api_version:?} and kind {kind:?}"
     )]
-    WrongType { api_version: String, kind: String },
+    WrongType {
+        /// The `apiVersion` found.
+        api_version: String,
+        /// The `kind` found.
+        kind: String,
+    },
+    /// A review without `request` (kube-apiserver always sends one).
     #[error("AdmissionReview has no request")]
     NoRequest,
+    /// `request` lacks a field kube-apiserver always sends, or has the wrong type.
     #[error("AdmissionReview request is malformed: {0}")]
     Malformed(#[source] serde_json::Error),
+    /// Our own response could not be serialised (a bug, hence HTTP 500).
     #[error("cannot encode the response: {0}")]
     Encode(String),
 }
@@ -50,7 +60,10 @@ impl AdmissionError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Allowed with a JSON patch of this many bytes.
-    Patched { patch_bytes: usize },
+    Patched {
+        /// Size of the serialised JSON patch.
+        patch_bytes: usize,
+    },
     /// A matching object already in its federated form: allowed, no patch.
     Unchanged,
     /// Nothing for promfed (operation, subresource or object it does not rewrite): allowed, no patch.

@@ -13,10 +13,15 @@ use prometheus_client::registry::Registry;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
 pub enum OperationLabel {
+    /// `CREATE`.
     CREATE,
+    /// `UPDATE`.
     UPDATE,
+    /// `DELETE`.
     DELETE,
+    /// `CONNECT`.
     CONNECT,
+    /// The request could not be decoded far enough to tell.
     UNKNOWN,
 }
 
@@ -54,7 +59,9 @@ struct RequestLabels {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
 pub enum ReloadKind {
+    /// The values file.
     values,
+    /// The serving certificate and key.
     certificate,
 }
 

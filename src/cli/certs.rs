@@ -50,6 +50,7 @@ pub struct CaArgs {
     /// Common name of the CA.
     #[arg(long, env = "PROMFED_CERTS_CA_NAME", default_value = "promfed CA")]
     pub common_name: String,
+    /// Where the files go.
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -66,6 +67,7 @@ pub struct WebhookArgs {
     /// Namespace of the webhook's Service.
     #[arg(long, env = "PROMFED_CERTS_NAMESPACE")]
     pub namespace: String,
+    /// Where the files go.
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -103,6 +105,7 @@ pub struct FederationArgs {
     /// Issue a client certificate with this common name (the tools cluster's identity).
     #[arg(long, env = "PROMFED_CERTS_CLIENT")]
     pub client: Option<String>,
+    /// Where the files go.
     #[command(flatten)]
     pub output: OutputArgs,
 }

@@ -18,22 +18,29 @@ use crate::metrics::ReloadKind;
 /// The values file and the bytes now in use.
 #[derive(Debug)]
 pub struct ValuesFile {
+    /// The mounted values file.
     pub path: PathBuf,
+    /// Its bytes as last loaded (a change is a difference in bytes, not in mtime).
     pub last: Vec<u8>,
 }
 
 /// The certificate and key files and the bytes now in use.
 #[derive(Debug)]
 pub struct CertFiles {
+    /// The PEM certificate chain.
     pub cert: PathBuf,
+    /// The PEM private key.
     pub key: PathBuf,
+    /// Both files' bytes as last loaded.
     pub last: (Vec<u8>, Vec<u8>),
 }
 
 /// What to watch. `None` parts (built-in values, self-signed certificate) never change.
 #[derive(Debug, Default)]
 pub struct Watched {
+    /// The values file, when one was given.
     pub values: Option<ValuesFile>,
+    /// The certificate pair, when files were given.
     pub cert: Option<CertFiles>,
 }
 

@@ -17,25 +17,45 @@ use crate::certs::{Ca, CertsError, DEFAULT_CA_DAYS, Leaf, LeafSpec};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsError {
+    /// A certificate or key file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// What the operating system said.
         #[source]
         source: std::io::Error,
     },
+    /// The certificate file holds no PEM certificate.
     #[error("certificate file {path}: no PEM CERTIFICATE block found ({message})")]
-    NoCertificate { path: PathBuf, message: String },
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+        /// What the PEM reader said.
+        message: String,
+    },
+    /// The key file holds no PEM private key.
     #[error("key file {path}: no PEM private key (PKCS#8, PKCS#1 or SEC1) found ({message})")]
-    NoKey { path: PathBuf, message: String },
+    NoKey {
+        /// The file.
+        path: PathBuf,
+        /// What the PEM reader said.
+        message: String,
+    },
+    /// The key does not belong to the certificate, or rustls cannot use the pair.
     #[error("certificate {cert} and key {key} cannot be used together: {message}")]
     Mismatch {
+        /// The certificate file.
         cert: PathBuf,
+        /// The key file.
         key: PathBuf,
+        /// What rustls said.
         message: String,
     },
     /// The self-signed development certificate could not be made.
     #[error("cannot generate the self-signed certificate: {0}")]
     Generate(#[from] CertsError),
+    /// rustls refused the server configuration.
     #[error("cannot build the TLS configuration: {0}")]
     Config(String),
 }
@@ -48,6 +68,7 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// A certificate chain and key, checked to belong together, with facts for logs and metrics.
 #[derive(Debug, Clone)]
 pub struct LoadedCert {
+    /// The chain and signing key rustls serves.
     pub key: Arc<CertifiedKey>,
     /// `notAfter` of the leaf as Unix time; `None` when the DER could not be read.
     pub not_after: Option<i64>,
@@ -112,6 +133,7 @@ pub struct CertResolver {
 }
 
 impl CertResolver {
+    /// Starts with `key`.
     pub fn new(key: Arc<CertifiedKey>) -> Self {
         Self {
             current: RwLock::new(key),
