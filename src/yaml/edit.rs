@@ -398,7 +398,7 @@ pub fn plain_ok(s: &str, in_flow: bool) -> bool {
         || s.ends_with(':')
         || s.chars().any(needs_escape)
         || s.contains('\t')
-        || (in_flow && s.contains([',', '[', ']', '{', '}']))
+        || (in_flow && s.contains([',', '[', ']', '{', '}', ':']))
     {
         return false;
     }
@@ -494,7 +494,10 @@ pub fn block_lines(v: &Value, indent: usize, layout: Layout, out: &mut Vec<Strin
                         out.push(format!("{pad}{key}:"));
                         block_lines(val, indent + layout.map_step, layout, out);
                     }
-                    Value::Sequence(inner) if !inner.is_empty() => {
+                    // Lists of scalars stay on the key's line (`source_labels: [a, b]`).
+                    Value::Sequence(inner)
+                        if !inner.is_empty() && inner.iter().any(is_nonempty_collection) =>
+                    {
                         out.push(format!("{pad}{key}:"));
                         block_lines(val, indent + layout.seq_step, layout, out);
                     }
@@ -584,7 +587,7 @@ mod tests {
         let out = e.splices.apply(text).unwrap().unwrap();
         assert_eq!(
             out,
-            "a:\r\n  b: 1 # c\r\n  l:\r\n    - x\r\n    - k: v\r\n      m:\r\n        - z\r\n  new: '0.50'\r\nf: {g: 1, h: true}\r\ns: [1, 2]\r\n"
+            "a:\r\n  b: 1 # c\r\n  l:\r\n    - x\r\n    - k: v\r\n      m: [z]\r\n  new: '0.50'\r\nf: {g: 1, h: true}\r\ns: [1, 2]\r\n"
         );
     }
 }

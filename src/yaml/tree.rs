@@ -85,6 +85,13 @@ pub struct Node<'a> {
     pub anchored: bool,
 }
 
+/// How many bytes a document may expand to when every alias is counted again (strings plus a
+/// small cost per node): what Go's YAML decoders would build. Far above any real configuration.
+pub const MAX_EXPANDED_BYTES: u64 = super::MAX_EXPANDED_BYTES as u64;
+
+/// Approximate cost of one node besides its text.
+const NODE_COST: u64 = 32;
+
 /// Why a document could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not valid YAML: {message} at line {line} column {column}")]
@@ -155,6 +162,16 @@ impl<'a> Tree<'a> {
         let mut stack: Vec<Frame> = Vec::new();
         let mut anchors: HashMap<usize, NodeId> = HashMap::new();
         let mut started = false;
+        // What each node would expand to, aliases repeated (Go's decoders expand them).
+        let mut expanded: Vec<u64> = Vec::new();
+        let too_big = |span: saphyr_parser::Span| SyntaxError {
+            line: span.start.line(),
+            column: span.start.col() + 1,
+            message: format!(
+                "document expands to more than {} MiB (limit; YAML aliases repeating a large node?)",
+                MAX_EXPANDED_BYTES / (1024 * 1024)
+            ),
+        };
         for ev in Parser::new_from_str(text) {
             let (event, span) = ev.map_err(|e| SyntaxError {
                 line: e.marker().line(),
@@ -173,6 +190,7 @@ impl<'a> Tree<'a> {
                     }
                 }
                 Event::Scalar(value, style, anchor, tag) => {
+                    expanded.push(NODE_COST + value.len() as u64);
                     let style = match style {
                         ScalarStyle::Plain => Style::Plain,
                         ScalarStyle::SingleQuoted => Style::Single,
@@ -216,6 +234,7 @@ impl<'a> Tree<'a> {
                                 .to_owned(),
                         });
                     };
+                    expanded.push(expanded[target]);
                     tree.nodes.push(Node {
                         kind: Kind::Alias(target),
                         start,
@@ -234,6 +253,7 @@ impl<'a> Tree<'a> {
                     };
                     // A flow collection's span ends with its bracket; a block collection's
                     // span is empty or holds only its anchor and tag.
+                    expanded.push(NODE_COST);
                     let opening = trim_end(text, start, end, b" \t\r\n");
                     let flow = opening > start
                         && matches!(text.as_bytes()[opening - 1], b'[' | b'{');
@@ -254,6 +274,15 @@ impl<'a> Tree<'a> {
                 }
                 Event::SequenceEnd | Event::MappingEnd => {
                     let Some(frame) = stack.pop() else { continue };
+                    let size = match &tree.nodes[frame.id].kind {
+                        Kind::Seq(items) => items.iter().map(|c| expanded[*c]).sum::<u64>(),
+                        Kind::Map(e) => e.iter().map(|(k, v)| expanded[*k] + expanded[*v]).sum(),
+                        _ => 0,
+                    };
+                    expanded[frame.id] = expanded[frame.id].saturating_add(size);
+                    if expanded[frame.id] > MAX_EXPANDED_BYTES {
+                        return Err(too_big(span));
+                    }
                     let (first_start, last_end) = match &tree.nodes[frame.id].kind {
                         Kind::Seq(items) => (
                             items.first().map(|c| tree.nodes[*c].start),
@@ -601,6 +630,9 @@ mod tests {
         assert!(Tree::parse("a: &a [*a]\n").is_err());
         let deep = format!("a: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
         assert!(Tree::parse(&deep).is_err());
+        let flood = format!("big: &b \"{}\"\nl: [{}]\n", "x".repeat(1 << 20), vec!["*b"; 100].join(","));
+        let e = Tree::parse(&flood).unwrap_err();
+        assert!(e.message.contains("expands to more than 64 MiB"), "{e}");
         assert!(Tree::parse("").unwrap().root.is_none());
         assert!(Tree::parse("# only\n").unwrap().root.is_none());
     }
