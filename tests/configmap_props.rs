@@ -1,6 +1,7 @@
 //! Property tests of the whole ConfigMap rewrite: for random prometheus.yml and rule files,
 //! mutating is a fixed point after one step, every local job carries the local rule,
-//! every federation job appears exactly once and unlabelled, and every rule is labelled.
+//! every federation job appears exactly once and unlabelled, every rule is labelled, and a
+//! local job sharing a federation job's name is refused, never dropped.
 
 use promfed::config::Values;
 use promfed::rewrite::mutate_object;
@@ -125,6 +126,16 @@ proptest! {
     fn one_step_reaches_a_fixed_point(jobs in prop::collection::vec(scrape_config(), 0..6), rules in rule_file()) {
         let values = Values::from_yaml_str(VALUES).unwrap();
         let cm = configmap(jobs, rules);
+        let input: Value = serde_yaml::from_str(cm["data"]["prometheus.yml"].as_str().unwrap()).unwrap();
+        let collides = input["scrape_configs"].as_sequence().into_iter().flatten()
+            .any(|j| j["job_name"].as_str().is_some_and(|n| n.starts_with("fed-")));
+        if collides {
+            // A local job with a federation job's name (not promfed's marked output, not equal
+            // to the definition) is never replaced: the rewrite refuses, naming both.
+            let e = mutate_object(&cm, &values).unwrap_err().to_string();
+            prop_assert!(e.contains("is a local job with the job_name of federation job"), "{}", e);
+            return Ok(());
+        }
         let once = mutate(&cm, &values);
         let again = mutate_object(&once, &values).unwrap();
         prop_assert!(again.patch.0.is_empty(), "second run patched: {:?}", again.patch);

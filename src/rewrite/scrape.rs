@@ -186,9 +186,11 @@ fn append_jobs(ed: &mut Editor, seq: NodeId, items: &[NodeId], jobs: &[&Mapping]
             ed.lines_after(tree.nodes[*last].end, &lines);
         }
         _ => {
-            for job in jobs {
-                ed.add_item(seq, &Value::Mapping((*job).clone()));
-            }
+            let items: Vec<String> = jobs
+                .iter()
+                .map(|j| flow(&Value::Mapping((*j).clone())))
+                .collect();
+            ed.add_flow_text(seq, items.join(", "));
         }
     }
 }
@@ -449,6 +451,11 @@ mod tests {
         );
         assert_eq!(out, want);
         assert!(run(&out, &v).text.is_none(), "idempotent");
+        let flow = run("scrape_configs: []\n", &values(&format!("{FED}- job_name: second\n"))).text.unwrap();
+        assert_eq!(
+            flow,
+            "scrape_configs: [{job_name: federation, metrics_path: /federate, static_configs: [{targets: ['a:9090'], labels: {cluster: a}}]}, {job_name: second}]\n"
+        );
     }
 
     #[test]

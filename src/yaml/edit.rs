@@ -277,6 +277,17 @@ impl<'t, 'a> Editor<'t, 'a> {
         lines
     }
 
+    /// Adds `item` (flow text; several items joined by `, ` are fine) at the end of flow
+    /// collection `coll`.
+    pub fn add_flow_text(&mut self, coll: NodeId, item: String) {
+        let last = match &self.tree.nodes[coll].kind {
+            Kind::Seq(items) => items.last().copied(),
+            Kind::Map(entries) => entries.last().map(|(_, v)| *v),
+            _ => None,
+        };
+        self.add_flow_item(coll, last, item);
+    }
+
     fn add_flow_item(&mut self, coll: NodeId, last: Option<NodeId>, item: String) {
         let node = &self.tree.nodes[coll];
         match last {
