@@ -400,7 +400,7 @@ pub fn plain_ok(s: &str, in_flow: bool) -> bool {
         return false;
     };
     if b"-?:,[]{}#&*!|>'\"%@`".contains(&first)
-        || s.starts_with(|c: char| c.is_ascii_digit() || c == '+' || c == '.')
+        || looks_numeric(s)
         || s != s.trim_matches([' ', '\t'])
         || s.contains(": ")
         || s.contains(" #")
@@ -416,8 +416,28 @@ pub fn plain_ok(s: &str, in_flow: bool) -> bool {
     // Booleans, nulls and the like of YAML 1.1 (Go yaml.v2) and 1.2.
     !matches!(
         s.to_ascii_lowercase().as_str(),
-        "~" | "null" | "true" | "false" | "yes" | "no" | "y" | "n" | "on" | "off" | "="
+        "~" | "null"
+            | "true"
+            | "false"
+            | "yes"
+            | "no"
+            | "y"
+            | "n"
+            | "on"
+            | "off"
+            | "="
+            | ".inf"
+            | "+.inf"
+            | ".nan"
     )
+}
+
+/// Could a YAML 1.1 or 1.2 reader take `s` for a number (decimal, hex, octal, binary, float,
+/// sexagesimal `1:20`, with `_` separators)? Conservative: any such character soup counts.
+fn looks_numeric(s: &str) -> bool {
+    s.starts_with(|c: char| c.is_ascii_digit() || c == '+' || c == '.')
+        && s.chars()
+            .all(|c| c.is_ascii_hexdigit() || "xXoO._+-:".contains(c))
 }
 
 fn needs_escape(c: char) -> bool {
@@ -558,7 +578,7 @@ mod tests {
             "tools", "0.50", "True", "yes", "No", "~", "null", "", " lead", "trail ", "a: b",
             "a #b", "#c", "-x", "- x", "x-", "1e3", "0x1F", "it's", "say \"hi\"", "tab\there",
             "line\nbreak", "\u{feff}bom", "ünï", "{a}", "a,b", "*x", "&a", "!t", "%p", "@a",
-            "`b", "|", ">", "=", "<<", "sum(rate(x{a=\"b\"}[5m]))", "\\Q[\\E", "end:",
+            "`b", "|", ">", "=", "<<", "1:20", "0b101", "1_000", ".5", "+1", ".Inf", "1 - x", "sum(rate(x{a=\"b\"}[5m]))", "\\Q[\\E", "end:",
         ] {
             reads_back(s);
         }
