@@ -79,7 +79,8 @@ fn check_flow_depth(text: &str) -> Result<(), String> {
                 continue;
             }
             b':' | b'-' | b'?' | b',' => {
-                value_start = i + 1 >= b.len() || matches!(b[i + 1], b' ' | b'\t' | b'\n' | b'\r')
+                value_start = i + 1 >= b.len()
+                    || matches!(b[i + 1], b' ' | b'\t' | b'\n' | b'\r')
                     || (depth > 0 && c == b',');
             }
             _ => value_start = false,
@@ -302,7 +303,8 @@ mod tests {
         let many = "- expr: sum(rate(x{a=\"b\"}[5m]))\n".repeat(10_000);
         assert!(parse(&many).is_ok());
         // Unbalanced brackets inside strings, block scalars and plain scalars do not count.
-        let regexes = "- expr: x{a=~\"\\\\[\"}\n  b: '[{'\n  c: |\n    [[{\n  d: a[b{\n".repeat(1_000);
+        let regexes =
+            "- expr: x{a=~\"\\\\[\"}\n  b: '[{'\n  c: |\n    [[{\n  d: a[b{\n".repeat(1_000);
         assert!(parse(&regexes).is_ok(), "{:?}", parse(&regexes));
     }
 }

@@ -40,7 +40,9 @@ fn pair(name: &str) -> (String, String) {
     let orig = std::fs::read_to_string(fixture(name)).unwrap();
     let edit = rewrite_rule_file(name, &orig, &values())
         .unwrap_or_else(|e| panic!("{name}: promfed refuses a file promtool accepts: {e}"));
-    let new = edit.text.unwrap_or_else(|| panic!("{name}: nothing rewritten"));
+    let new = edit
+        .text
+        .unwrap_or_else(|| panic!("{name}: nothing rewritten"));
     (orig, new)
 }
 
@@ -54,7 +56,11 @@ fn rewritten_corpus_matches_golden_and_is_a_fixed_point() {
         } else {
             let want = std::fs::read_to_string(&golden)
                 .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1)", golden.display()));
-            assert!(want == new, "{name}: differs from {}:\n{new}", golden.display());
+            assert!(
+                want == new,
+                "{name}: differs from {}:\n{new}",
+                golden.display()
+            );
         }
         let again = rewrite_rule_file(name, &new, &values()).unwrap();
         assert!(again.text.is_none(), "{name}: second rewrite changed it");

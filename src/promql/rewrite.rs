@@ -194,8 +194,15 @@ impl<'a> Rewriter<'a> {
             Some(Expr::StringLiteral(s)) => Some(s.val.as_str()),
             _ => None,
         };
-        let sources = if name == "label_replace" { 3..4 } else { 3..c.args.args.len() };
-        if sources.into_iter().any(|i| str_arg(i) == Some(self.opts.label.as_str())) {
+        let sources = if name == "label_replace" {
+            3..4
+        } else {
+            3..c.args.args.len()
+        };
+        if sources
+            .into_iter()
+            .any(|i| str_arg(i) == Some(self.opts.label.as_str()))
+        {
             self.warnings.push(format!(
                 "{name} reads the label {:?}, which the rewrite adds to every selected series: it now \
                  reads {:?} where the original read the series' own value (usually none)",

@@ -29,8 +29,15 @@ pub fn rewrite_rule_file(key: &str, text: &str, values: &Values) -> Result<Edit,
         // An empty string or a comment-only file: nothing to do, keep it as it is.
         return Ok(Edit::unchanged(Vec::new()));
     };
-    expect_map(&tree, root, || "the document".to_owned())
-        .map_err(|e| doc_err(Shape { expected: "a mapping with groups", ..e }.into()))?;
+    expect_map(&tree, root, || "the document".to_owned()).map_err(|e| {
+        doc_err(
+            Shape {
+                expected: "a mapping with groups",
+                ..e
+            }
+            .into(),
+        )
+    })?;
     let Some(groups) = tree.get(root, "groups") else {
         return Ok(Edit::unchanged(Vec::new()));
     };
@@ -86,10 +93,7 @@ pub fn rewrite_rule_file(key: &str, text: &str, values: &Values) -> Result<Edit,
                 });
         }
     }
-    let text = ed
-        .splices
-        .apply(text)
-        .map_err(|e| doc_err(e.into()))?;
+    let text = ed.splices.apply(text).map_err(|e| doc_err(e.into()))?;
     Ok(Edit { text, warnings })
 }
 
@@ -252,12 +256,34 @@ mod tests {
         let out = run(text).unwrap().text.unwrap();
         let t = crate::yaml::tree::Tree::parse(&out).unwrap();
         let root = t.root.unwrap();
-        let rules = t.seq(t.get(t.seq(t.get(root, "groups").unwrap().value).unwrap()[0], "rules").unwrap().value).unwrap().to_vec();
-        for (r, expr) in rules.iter().zip(["x{cluster=\"local\"}", "x{cluster=\"local\"}", "y{cluster=\"local\"}", "z{cluster=\"local\"}"]) {
-            assert_eq!(t.go_str(t.get(*r, "expr").unwrap().value), Some(expr), "{out}");
+        let rules = t
+            .seq(
+                t.get(
+                    t.seq(t.get(root, "groups").unwrap().value).unwrap()[0],
+                    "rules",
+                )
+                .unwrap()
+                .value,
+            )
+            .unwrap()
+            .to_vec();
+        for (r, expr) in rules.iter().zip([
+            "x{cluster=\"local\"}",
+            "x{cluster=\"local\"}",
+            "y{cluster=\"local\"}",
+            "z{cluster=\"local\"}",
+        ]) {
+            assert_eq!(
+                t.go_str(t.get(*r, "expr").unwrap().value),
+                Some(expr),
+                "{out}"
+            );
             let labels = t.string_map(t.get(*r, "labels").unwrap().value);
             assert!(labels.contains(&("team".into(), "t".into())), "{out}");
-            assert!(labels.contains(&("cluster".into(), "local".into())), "{out}");
+            assert!(
+                labels.contains(&("cluster".into(), "local".into())),
+                "{out}"
+            );
         }
         assert!(run(&out).unwrap().text.is_none(), "idempotent:\n{out}");
     }

@@ -10,9 +10,7 @@
 
 use serde_yaml::{Mapping, Value};
 
-use super::{
-    DocumentError, Edit, RewriteError, ScrapeError, expect_map, list_or_null, parse_tree,
-};
+use super::{DocumentError, Edit, RewriteError, ScrapeError, expect_map, list_or_null, parse_tree};
 use crate::config::Values;
 use crate::yaml::edit::{Editor, block_lines, dash_before, double, flow};
 use crate::yaml::tree::{Kind, NodeId, Style, Tree};
@@ -222,7 +220,13 @@ fn replace_job(ed: &mut Editor, sc: NodeId, job: &Mapping) {
     let text = lines
         .iter()
         .enumerate()
-        .map(|(i, l)| if i == 0 { l.trim_start_matches(' ') } else { l.as_str() })
+        .map(|(i, l)| {
+            if i == 0 {
+                l.trim_start_matches(' ')
+            } else {
+                l.as_str()
+            }
+        })
         .collect::<Vec<_>>()
         .join(ed.eol());
     ed.splices.replace(node.body, node.end, text);
@@ -278,7 +282,8 @@ fn add_local_rule(ed: &mut Editor, sc: NodeId, values: &Values) -> Result<(), Sc
             if node.flow {
                 let last = tree.map(sc).and_then(|e| e.last()).map(|(_, v)| *v);
                 if let Some(last) = last {
-                    ed.splices.insert(tree.nodes[last].end, format!(", {col_text}"));
+                    ed.splices
+                        .insert(tree.nodes[last].end, format!(", {col_text}"));
                 }
             } else if let Some((k, _)) = tree.map(sc).and_then(|e| e.first()) {
                 let col = tree.column(tree.nodes[*k].start);
@@ -301,13 +306,25 @@ fn flow_copy(tree: &Tree, id: NodeId) -> String {
     match &node.kind {
         Kind::Alias(_) => tree.text[node.start..node.end].to_owned(),
         Kind::Scalar { value, style, .. } if style.is_block() => double(value),
-        Kind::Scalar { style: Style::Plain, value, .. } if value.contains([',', '[', ']', '{', '}']) || tree.text[node.body..node.end].contains('\n') => double(value),
+        Kind::Scalar {
+            style: Style::Plain,
+            value,
+            ..
+        } if value.contains([',', '[', ']', '{', '}'])
+            || tree.text[node.body..node.end].contains('\n') =>
+        {
+            double(value)
+        }
         _ if node.flow || matches!(node.kind, Kind::Scalar { .. }) => {
             tree.text[node.body..node.end].to_owned()
         }
         Kind::Seq(items) => format!(
             "[{}]",
-            items.iter().map(|i| flow_copy(tree, *i)).collect::<Vec<_>>().join(", ")
+            items
+                .iter()
+                .map(|i| flow_copy(tree, *i))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         Kind::Map(entries) => format!(
             "{{{}}}",
@@ -327,9 +344,8 @@ fn is_local_rule(tree: &Tree, r: NodeId, values: &Values) -> bool {
         return false;
     };
     let r = tree.resolve(r);
-    let str_is = |k: &str, want: &str| {
-        tree.get(r, k).and_then(|e| tree.go_str(e.value)) == Some(want)
-    };
+    let str_is =
+        |k: &str, want: &str| tree.get(r, k).and_then(|e| tree.go_str(e.value)) == Some(want);
     let optional_is = |k: &str, default: &str| tree.get(r, k).is_none() || str_is(k, default);
     let sources_ok = tree
         .get(r, "source_labels")
@@ -451,7 +467,12 @@ mod tests {
         );
         assert_eq!(out, want);
         assert!(run(&out, &v).text.is_none(), "idempotent");
-        let flow = run("scrape_configs: []\n", &values(&format!("{FED}- job_name: second\n"))).text.unwrap();
+        let flow = run(
+            "scrape_configs: []\n",
+            &values(&format!("{FED}- job_name: second\n")),
+        )
+        .text
+        .unwrap();
         assert_eq!(
             flow,
             "scrape_configs: [{job_name: federation, metrics_path: /federate, static_configs: [{targets: ['a:9090'], labels: {cluster: a}}]}, {job_name: second}]\n"

@@ -214,7 +214,11 @@ impl<'t, 'a> Editor<'t, 'a> {
             self.add_flow_item(map, entries.last().map(|(_, v)| *v), item);
             return;
         }
-        let Some((first_key, last_value)) = entries.first().map(|(k, _)| *k).zip(entries.last().map(|(_, v)| *v)) else {
+        let Some((first_key, last_value)) = entries
+            .first()
+            .map(|(k, _)| *k)
+            .zip(entries.last().map(|(_, v)| *v))
+        else {
             return;
         };
         let col = tree.column(tree.nodes[first_key].start);
@@ -245,7 +249,12 @@ impl<'t, 'a> Editor<'t, 'a> {
         // Items written as flow mappings (`- {a: b}`) get a flow mapping too.
         let first_flow = tree.nodes[*first].flow;
         let lines = if first_flow || !is_nonempty_collection(item) {
-            vec![format!("{}-{}{}", " ".repeat(dash_col), " ".repeat(gap), flow_or_scalar(item))]
+            vec![format!(
+                "{}-{}{}",
+                " ".repeat(dash_col),
+                " ".repeat(gap),
+                flow_or_scalar(item)
+            )]
         } else {
             self.item_lines(item, dash_col, gap)
         };
@@ -317,14 +326,14 @@ impl<'t, 'a> Editor<'t, 'a> {
                         .replace(node.body, content_end, value.to_owned());
                 } else {
                     // Replace the header too: the first `|`/`>` before the content.
-                    let header = text[..node.body]
-                        .rfind(['|', '>'])
-                        .unwrap_or(node.body);
+                    let header = text[..node.body].rfind(['|', '>']).unwrap_or(node.body);
                     self.splices
                         .replace(header, content_end, scalar(value, in_flow));
                 }
             }
-            Kind::Scalar { style, value: old, .. } => {
+            Kind::Scalar {
+                style, value: old, ..
+            } => {
                 let new = styled_scalar(value, *style, in_flow);
                 if node.body == node.end && old.is_empty() {
                     // An empty value: its span sits before the `:`; write after it.
@@ -575,10 +584,52 @@ mod tests {
     #[test]
     fn scalars_read_back_exactly() {
         for s in [
-            "tools", "0.50", "True", "yes", "No", "~", "null", "", " lead", "trail ", "a: b",
-            "a #b", "#c", "-x", "- x", "x-", "1e3", "0x1F", "it's", "say \"hi\"", "tab\there",
-            "line\nbreak", "\u{feff}bom", "ünï", "{a}", "a,b", "*x", "&a", "!t", "%p", "@a",
-            "`b", "|", ">", "=", "<<", "1:20", "0b101", "1_000", ".5", "+1", ".Inf", "1 - x", "sum(rate(x{a=\"b\"}[5m]))", "\\Q[\\E", "end:",
+            "tools",
+            "0.50",
+            "True",
+            "yes",
+            "No",
+            "~",
+            "null",
+            "",
+            " lead",
+            "trail ",
+            "a: b",
+            "a #b",
+            "#c",
+            "-x",
+            "- x",
+            "x-",
+            "1e3",
+            "0x1F",
+            "it's",
+            "say \"hi\"",
+            "tab\there",
+            "line\nbreak",
+            "\u{feff}bom",
+            "ünï",
+            "{a}",
+            "a,b",
+            "*x",
+            "&a",
+            "!t",
+            "%p",
+            "@a",
+            "`b",
+            "|",
+            ">",
+            "=",
+            "<<",
+            "1:20",
+            "0b101",
+            "1_000",
+            ".5",
+            "+1",
+            ".Inf",
+            "1 - x",
+            "sum(rate(x{a=\"b\"}[5m]))",
+            "\\Q[\\E",
+            "end:",
         ] {
             reads_back(s);
         }

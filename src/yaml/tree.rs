@@ -134,10 +134,9 @@ impl Offsets {
     fn byte(&self, char_index: usize) -> usize {
         match self {
             Offsets::Ascii => char_index,
-            Offsets::Table(t) => t.get(char_index).map_or_else(
-                || t.last().copied().unwrap_or(0) as usize,
-                |b| *b as usize,
-            ),
+            Offsets::Table(t) => t
+                .get(char_index)
+                .map_or_else(|| t.last().copied().unwrap_or(0) as usize, |b| *b as usize),
         }
     }
 }
@@ -201,7 +200,9 @@ impl<'a> Tree<'a> {
                     // saphyr's spans of quoted scalars run on over blanks and a comment
                     // after them; the closing quote ends the node.
                     let (body, end) = match style {
-                        Style::Literal | Style::Folded => (start, trim_end(text, start, end, b" \t")),
+                        Style::Literal | Style::Folded => {
+                            (start, trim_end(text, start, end, b" \t"))
+                        }
                         Style::Single | Style::Double => {
                             let body = skip_properties(text, start, end);
                             (body, quoted_end(text, body).min(end).max(body))
@@ -255,8 +256,8 @@ impl<'a> Tree<'a> {
                     // span is empty or holds only its anchor and tag.
                     expanded.push(NODE_COST);
                     let opening = trim_end(text, start, end, b" \t\r\n");
-                    let flow = opening > start
-                        && matches!(text.as_bytes()[opening - 1], b'[' | b'{');
+                    let flow =
+                        opening > start && matches!(text.as_bytes()[opening - 1], b'[' | b'{');
                     let body = if flow { opening - 1 } else { start };
                     tree.nodes.push(Node {
                         kind,
@@ -592,11 +593,17 @@ mod tests {
         let root = t.root.unwrap();
         assert_eq!(span(&t, t.get(root, "a").unwrap().value), "&x 'q''s'");
         assert_eq!(t.go_str(t.get(root, "a").unwrap().value), Some("q's"));
-        assert_eq!(span(&t, t.get(root, "b").unwrap().value), "{c: \"d\", e: [1, 2]}");
+        assert_eq!(
+            span(&t, t.get(root, "b").unwrap().value),
+            "{c: \"d\", e: [1, 2]}"
+        );
         let f = t.get(root, "f").unwrap().value;
         let item = t.seq(f).unwrap()[0];
         let g = t.get(item, "g").unwrap().value;
-        assert_eq!(t.go_str(g), Some("lit\r\n\r\n").map(|s| s.replace('\r', "")).as_deref());
+        assert_eq!(
+            t.go_str(g),
+            Some("lit\r\n\r\n").map(|s| s.replace('\r', "")).as_deref()
+        );
         assert!(span(&t, g).ends_with("lit\r\n\r\n"));
         assert_eq!(t.go_str(t.get(item, "h").unwrap().value), Some("0.50"));
         assert_eq!(span(&t, item), "g: |+\r\n    lit\r\n\r\n  h: 0.50");
@@ -630,7 +637,11 @@ mod tests {
         assert!(Tree::parse("a: &a [*a]\n").is_err());
         let deep = format!("a: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
         assert!(Tree::parse(&deep).is_err());
-        let flood = format!("big: &b \"{}\"\nl: [{}]\n", "x".repeat(1 << 20), vec!["*b"; 100].join(","));
+        let flood = format!(
+            "big: &b \"{}\"\nl: [{}]\n",
+            "x".repeat(1 << 20),
+            vec!["*b"; 100].join(",")
+        );
         let e = Tree::parse(&flood).unwrap_err();
         assert!(e.message.contains("expands to more than 64 MiB"), "{e}");
         assert!(Tree::parse("").unwrap().root.is_none());
