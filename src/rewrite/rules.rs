@@ -287,4 +287,15 @@ mod tests {
         }
         assert!(run(&out).unwrap().text.is_none(), "idempotent:\n{out}");
     }
+
+    #[test]
+    fn reading_the_cluster_label_warns_naming_the_rule() {
+        let text = "groups:\n- name: g\n  rules:\n  - record: r:copy\n    expr: label_replace(x, \"y\", \"$1\", \"cluster\", \"(.*)\")\n";
+        let w = run(text).unwrap().warnings;
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("data key \"recording_rules.yml\", group \"g\", rule \"r:copy\": label_replace reads the label \"cluster\""),
+            "{w:?}"
+        );
+    }
 }
