@@ -172,7 +172,18 @@ proptest! {
 
 /// Scalars Prometheus reads as text, in several spellings and styles.
 const SCALARS: &[&str] = &[
-    "0.50", "True", "yes", "~", "''", "'it''s'", "\"a\\tb\"", "0x1F", "1e3", "page", "ünï", "\"\"",
+    "0.50",
+    "True",
+    "yes",
+    "~",
+    "''",
+    "'it''s'",
+    "\"a\\tb\"",
+    "0x1F",
+    "1e3",
+    "page",
+    "ünï",
+    "\"\"",
 ];
 
 /// One rule in block or flow style, with optional labels/annotations and comments.
@@ -186,67 +197,77 @@ fn styled_rule() -> impl Strategy<Value = (bool, String)> {
         any::<bool>(),
         0..3usize,
     )
-        .prop_map(|(flow, e, labels, annotations, alert, comment, expr_style)| {
-            let names = ["a", "b", "cluster", "severity"];
-            let map = |m: &Option<Vec<(usize, usize)>>| -> Option<Vec<(String, String)>> {
-                m.as_ref().map(|v| {
-                    let mut seen = std::collections::BTreeSet::new();
-                    v.iter()
-                        .filter(|(k, _)| seen.insert(*k))
-                        .map(|(k, s)| (names[*k].to_owned(), SCALARS[*s].to_owned()))
-                        .collect()
-                })
-            };
-            let kind = if alert { "alert" } else { "record" };
-            let expr = EXPRS[e];
-            let quoted = match expr_style {
-                0 if !flow => expr.to_owned(),
-                1 => format!("'{}'", expr.replace('\'', "''")),
-                _ => format!("{:?}", expr),
-            };
-            let c = if comment { " # c" } else { "" };
-            let (labels, annotations) = (map(&labels), map(&annotations));
-            let text = if flow {
-                let mut parts = vec![format!("{kind}: r"), format!("expr: {quoted}")];
-                for (key, m) in [("labels", &labels), ("annotations", &annotations)] {
-                    if let Some(m) = m {
-                        let inner: Vec<String> = m.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-                        parts.push(format!("{key}: {{{}}}", inner.join(", ")));
-                    }
-                }
-                format!("  - {{{}}}{c}\n", parts.join(", "))
-            } else {
-                let mut t = format!("  - {kind}: r{c}\n    expr: {quoted}{c}\n");
-                for (key, m) in [("labels", &labels), ("annotations", &annotations)] {
-                    if let Some(m) = m {
-                        if m.is_empty() {
-                            t.push_str(&format!("    {key}:{c}\n"));
+        .prop_map(
+            |(flow, e, labels, annotations, alert, comment, expr_style)| {
+                let names = ["a", "b", "cluster", "severity"];
+                let map = |m: &Option<Vec<(usize, usize)>>| -> Option<Vec<(String, String)>> {
+                    m.as_ref().map(|v| {
+                        let mut seen = std::collections::BTreeSet::new();
+                        v.iter()
+                            .filter(|(k, _)| seen.insert(*k))
+                            .map(|(k, s)| (names[*k].to_owned(), SCALARS[*s].to_owned()))
+                            .collect()
+                    })
+                };
+                let kind = if alert { "alert" } else { "record" };
+                let expr = EXPRS[e];
+                let quoted = match expr_style {
+                    0 if !flow => expr.to_owned(),
+                    1 => format!("'{}'", expr.replace('\'', "''")),
+                    _ => format!("{:?}", expr),
+                };
+                let c = if comment { " # c" } else { "" };
+                let (labels, annotations) = (map(&labels), map(&annotations));
+                let text = if flow {
+                    let mut parts = vec![format!("{kind}: r"), format!("expr: {quoted}")];
+                    for (key, m) in [("labels", &labels), ("annotations", &annotations)] {
+                        if let Some(m) = m {
+                            let inner: Vec<String> =
+                                m.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                            parts.push(format!("{key}: {{{}}}", inner.join(", ")));
                         }
-                        else {
-                            t.push_str(&format!("    {key}:{c}\n"));
-                            for (k, v) in m {
-                                t.push_str(&format!("      {k}: {v}{c}\n"));
+                    }
+                    format!("  - {{{}}}{c}\n", parts.join(", "))
+                } else {
+                    let mut t = format!("  - {kind}: r{c}\n    expr: {quoted}{c}\n");
+                    for (key, m) in [("labels", &labels), ("annotations", &annotations)] {
+                        if let Some(m) = m {
+                            if m.is_empty() {
+                                t.push_str(&format!("    {key}:{c}\n"));
+                            } else {
+                                t.push_str(&format!("    {key}:{c}\n"));
+                                for (k, v) in m {
+                                    t.push_str(&format!("      {k}: {v}{c}\n"));
+                                }
                             }
                         }
                     }
-                }
-                t
-            };
-            (alert, text)
-        })
+                    t
+                };
+                (alert, text)
+            },
+        )
 }
 
+/// Label or annotation pairs, sorted.
+type Pairs = Vec<(String, String)>;
+
 /// `(record or alert, labels, annotations, expr)` of every rule, read as Prometheus reads them.
-fn go_view(text: &str) -> Vec<(String, Vec<(String, String)>, Vec<(String, String)>, String)> {
+fn go_view(text: &str) -> Vec<(String, Pairs, Pairs, String)> {
     use promfed::yaml::tree::Tree;
     let t = Tree::parse(text).unwrap();
     let root = t.root.unwrap();
     let mut out = Vec::new();
     for g in t.seq(t.get(root, "groups").unwrap().value).unwrap() {
         for r in t.seq(t.get(*g, "rules").unwrap().value).unwrap_or(&[]) {
-            let s = |k: &str| t.get(*r, k).and_then(|e| t.go_str(e.value)).unwrap_or("").to_owned();
+            let s = |k: &str| {
+                t.get(*r, k)
+                    .and_then(|e| t.go_str(e.value))
+                    .unwrap_or("")
+                    .to_owned()
+            };
             let m = |k: &str| {
-                let mut v: Vec<(String, String)> = t
+                let mut v: Pairs = t
                     .get(*r, k)
                     .filter(|e| !t.is_null(e.value))
                     .map(|e| t.string_map(e.value))
@@ -254,7 +275,12 @@ fn go_view(text: &str) -> Vec<(String, Vec<(String, String)>, Vec<(String, Strin
                 v.sort();
                 v
             };
-            out.push((s("record") + &s("alert"), m("labels"), m("annotations"), s("expr")));
+            out.push((
+                s("record") + &s("alert"),
+                m("labels"),
+                m("annotations"),
+                s("expr"),
+            ));
         }
     }
     out

@@ -391,7 +391,10 @@ fn bad_label_option(#[case] label: &str) {
 )]
 #[case(r#"count_values("cluster", x)"#, "count_values")]
 // Reading the label: it now holds the local name where the original read the series' own value.
-#[case(r#"label_replace(x, "dst", "$1", "cluster", "(.*)")"#, "label_replace reads")]
+#[case(
+    r#"label_replace(x, "dst", "$1", "cluster", "(.*)")"#,
+    "label_replace reads"
+)]
 #[case(r#"label_join(x, "dst", ",", "a", "cluster")"#, "label_join reads")]
 fn warnings(#[case] src: &str, #[case] what: &str) {
     let r = rw_with(src, &opts());

@@ -50,7 +50,7 @@ pub enum RewriteError {
         key: String,
         /// What is wrong with it.
         #[source]
-        source: DocumentError,
+        source: Box<DocumentError>,
     },
     /// A rule cannot be rewritten.
     #[error("data key {key:?}, group {group:?}, rule {rule:?}: {source}")]
@@ -63,7 +63,7 @@ pub enum RewriteError {
         rule: String,
         /// What is wrong with it.
         #[source]
-        source: RuleError,
+        source: Box<RuleError>,
     },
     /// A scrape config of `prometheus.yml` cannot be labelled, or clashes with a federation job.
     #[error("data key {key:?}, scrape config {job:?}: {source}")]
@@ -74,7 +74,7 @@ pub enum RewriteError {
         job: String,
         /// What is wrong with it.
         #[source]
-        source: ScrapeError,
+        source: Box<ScrapeError>,
     },
     /// The object itself is malformed (e.g. `data` is not a string map).
     #[error("{0}")]

@@ -22,7 +22,7 @@ use crate::yaml::tree::NodeId;
 pub fn rewrite_rule_file(key: &str, text: &str, values: &Values) -> Result<Edit, RewriteError> {
     let doc_err = |source: DocumentError| RewriteError::Document {
         key: key.to_owned(),
-        source,
+        source: Box::new(source),
     };
     let tree = parse_tree(text).map_err(doc_err)?;
     let Some(root) = tree.root.filter(|r| !tree.is_null(*r)) else {
@@ -74,7 +74,7 @@ pub fn rewrite_rule_file(key: &str, text: &str, values: &Values) -> Result<Edit,
                 key: key.to_owned(),
                 group: gname.clone(),
                 rule: rname.to_owned(),
-                source,
+                source: Box::new(source),
             };
             expect_map(&tree, rule, || "the rule".to_owned())
                 .map_err(|e| rule_err(&format!("rules[{ri}]"), e.into()))?;

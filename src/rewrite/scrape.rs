@@ -31,7 +31,7 @@ pub fn rewrite_prometheus_yml(
 ) -> Result<Edit, RewriteError> {
     let doc_err = |source: DocumentError| RewriteError::Document {
         key: key.to_owned(),
-        source,
+        source: Box::new(source),
     };
     let tree = parse_tree(text).map_err(doc_err)?;
     let feds = &values.additional_scrape_configs;
@@ -104,7 +104,7 @@ pub fn rewrite_prometheus_yml(
         let scrape_err = |source: ScrapeError| RewriteError::Scrape {
             key: key.to_owned(),
             job: job.to_owned(),
-            source,
+            source: Box::new(source),
         };
         let fed = feds
             .iter()
