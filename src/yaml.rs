@@ -7,6 +7,9 @@
 //! token before serde_yaml's recursion limit sees anything. Both are refused here, quickly and
 //! with a message naming the limit.
 
+pub mod edit;
+pub mod tree;
+
 use std::cell::Cell;
 use std::fmt;
 
@@ -37,26 +40,108 @@ pub fn parse(text: &str) -> Result<Value, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Counts the nesting of `[`/`{` (floored at zero), ignoring quoting: a linear scan that
-/// over-counts only for unbalanced brackets inside strings, which real configurations do not
-/// hold by the hundred.
+/// Counts the nesting of flow collections, roughly as YAML opens them: `[`/`{` at the start of
+/// a value (line start, after `: `, `- `, `? `) or inside a flow collection; quoted strings and
+/// comments skipped. A linear scan that ignores `[`/`{` in the middle of plain scalars, so
+/// regexes such as `\\[` in expressions, however many, cost nothing.
 fn check_flow_depth(text: &str) -> Result<(), String> {
+    let b = text.as_bytes();
     let mut depth = 0usize;
-    for b in text.bytes() {
-        match b {
-            b'[' | b'{' => {
+    let mut value_start = true;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let after_blank = i == 0 || matches!(b[i - 1], b' ' | b'\t' | b'\n' | b'\r');
+        match c {
+            b'\n' => value_start = true,
+            b' ' | b'\t' | b'\r' => {}
+            b'#' if after_blank => {
+                i = memchr_newline(b, i);
+                continue;
+            }
+            b'"' | b'\'' if depth > 0 || value_start => {
+                i = skip_quoted(b, i);
+                value_start = false;
+                continue;
+            }
+            b'[' | b'{' if depth > 0 || value_start => {
                 depth += 1;
                 if depth > MAX_FLOW_DEPTH {
                     return Err(format!(
                         "brackets nested deeper than {MAX_FLOW_DEPTH} levels (limit for YAML flow collections)"
                     ));
                 }
+                value_start = false;
             }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
+            b']' | b'}' if depth > 0 => depth -= 1,
+            b'|' | b'>' if depth == 0 && value_start => {
+                i = skip_block_scalar(b, i);
+                continue;
+            }
+            b':' | b'-' | b'?' | b',' => {
+                value_start = i + 1 >= b.len()
+                    || matches!(b[i + 1], b' ' | b'\t' | b'\n' | b'\r')
+                    || (depth > 0 && c == b',');
+            }
+            _ => value_start = false,
         }
+        i += 1;
     }
     Ok(())
+}
+
+/// Index of the first line after the block scalar whose header is at `header`: the lines
+/// after the header that are blank or indented deeper than the header's line.
+fn skip_block_scalar(b: &[u8], header: usize) -> usize {
+    let line_start = b[..header]
+        .iter()
+        .rposition(|c| *c == b'\n')
+        .map_or(0, |p| p + 1);
+    // The column of the key on the header's line (`- expr: |` counts up to `expr`).
+    let indent = b[line_start..header]
+        .iter()
+        .take_while(|c| matches!(**c, b' ' | b'-'))
+        .count();
+    let mut i = memchr_newline(b, header);
+    while i < b.len() {
+        let next = i + 1;
+        let spaces = b[next..].iter().take_while(|c| **c == b' ').count();
+        let rest = b.get(next + spaces).copied();
+        let blank = matches!(rest, None | Some(b'\n' | b'\r'));
+        if !blank && spaces <= indent {
+            return i;
+        }
+        i = memchr_newline(b, next);
+    }
+    b.len()
+}
+
+fn memchr_newline(b: &[u8], from: usize) -> usize {
+    b[from..]
+        .iter()
+        .position(|c| *c == b'\n')
+        .map_or(b.len(), |p| from + p)
+}
+
+/// Index just after the quoted string opening at `open` (`''` and `\"` escapes).
+fn skip_quoted(b: &[u8], open: usize) -> usize {
+    let q = b[open];
+    let mut i = open + 1;
+    while i < b.len() {
+        if q == b'"' && b[i] == b'\\' {
+            i += 2;
+            continue;
+        }
+        if b[i] == q {
+            if q == b'\'' && b.get(i + 1) == Some(&b'\'') {
+                i += 2;
+                continue;
+            }
+            return i + 1;
+        }
+        i += 1;
+    }
+    b.len()
 }
 
 struct Budget {
@@ -217,5 +302,9 @@ mod tests {
         // Balanced brackets in strings, many of them, are fine.
         let many = "- expr: sum(rate(x{a=\"b\"}[5m]))\n".repeat(10_000);
         assert!(parse(&many).is_ok());
+        // Unbalanced brackets inside strings, block scalars and plain scalars do not count.
+        let regexes =
+            "- expr: x{a=~\"\\\\[\"}\n  b: '[{'\n  c: |\n    [[{\n  d: a[b{\n".repeat(1_000);
+        assert!(parse(&regexes).is_ok(), "{:?}", parse(&regexes));
     }
 }

@@ -1,6 +1,7 @@
 //! Property tests of the whole ConfigMap rewrite: for random prometheus.yml and rule files,
 //! mutating is a fixed point after one step, every local job carries the local rule,
-//! every federation job appears exactly once and unlabelled, and every rule is labelled.
+//! every federation job appears exactly once and unlabelled, every rule is labelled, and a
+//! local job sharing a federation job's name is refused, never dropped.
 
 use promfed::config::Values;
 use promfed::rewrite::mutate_object;
@@ -125,6 +126,16 @@ proptest! {
     fn one_step_reaches_a_fixed_point(jobs in prop::collection::vec(scrape_config(), 0..6), rules in rule_file()) {
         let values = Values::from_yaml_str(VALUES).unwrap();
         let cm = configmap(jobs, rules);
+        let input: Value = serde_yaml::from_str(cm["data"]["prometheus.yml"].as_str().unwrap()).unwrap();
+        let collides = input["scrape_configs"].as_sequence().into_iter().flatten()
+            .any(|j| j["job_name"].as_str().is_some_and(|n| n.starts_with("fed-")));
+        if collides {
+            // A local job with a federation job's name (not promfed's marked output, not equal
+            // to the definition) is never replaced: the rewrite refuses, naming both.
+            let e = mutate_object(&cm, &values).unwrap_err().to_string();
+            prop_assert!(e.contains("is a local job with the job_name of federation job"), "{}", e);
+            return Ok(());
+        }
         let once = mutate(&cm, &values);
         let again = mutate_object(&once, &values).unwrap();
         prop_assert!(again.patch.0.is_empty(), "second run patched: {:?}", again.patch);
@@ -155,6 +166,156 @@ proptest! {
                 prop_assert_eq!(&rule["labels"]["cluster"], &Value::from("tools"));
                 prop_assert!(rule["expr"].as_str().unwrap().contains("cluster=\"tools\""), "{:?}", rule["expr"]);
             }
+        }
+    }
+}
+
+/// Scalars Prometheus reads as text, in several spellings and styles.
+const SCALARS: &[&str] = &[
+    "0.50",
+    "True",
+    "yes",
+    "~",
+    "''",
+    "'it''s'",
+    "\"a\\tb\"",
+    "0x1F",
+    "1e3",
+    "page",
+    "ünï",
+    "\"\"",
+];
+
+/// One rule in block or flow style, with optional labels/annotations and comments.
+fn styled_rule() -> impl Strategy<Value = (bool, String)> {
+    (
+        any::<bool>(),
+        0..EXPRS.len(),
+        prop::option::of(prop::collection::vec((0..4usize, 0..SCALARS.len()), 0..3)),
+        prop::option::of(prop::collection::vec((0..4usize, 0..SCALARS.len()), 0..2)),
+        any::<bool>(),
+        any::<bool>(),
+        0..3usize,
+    )
+        .prop_map(
+            |(flow, e, labels, annotations, alert, comment, expr_style)| {
+                let names = ["a", "b", "cluster", "severity"];
+                let map = |m: &Option<Vec<(usize, usize)>>| -> Option<Vec<(String, String)>> {
+                    m.as_ref().map(|v| {
+                        let mut seen = std::collections::BTreeSet::new();
+                        v.iter()
+                            .filter(|(k, _)| seen.insert(*k))
+                            .map(|(k, s)| (names[*k].to_owned(), SCALARS[*s].to_owned()))
+                            .collect()
+                    })
+                };
+                let kind = if alert { "alert" } else { "record" };
+                let expr = EXPRS[e];
+                let quoted = match expr_style {
+                    0 if !flow => expr.to_owned(),
+                    1 => format!("'{}'", expr.replace('\'', "''")),
+                    _ => format!("{:?}", expr),
+                };
+                let c = if comment { " # c" } else { "" };
+                let (labels, annotations) = (map(&labels), map(&annotations));
+                let text = if flow {
+                    let mut parts = vec![format!("{kind}: r"), format!("expr: {quoted}")];
+                    for (key, m) in [("labels", &labels), ("annotations", &annotations)] {
+                        if let Some(m) = m {
+                            let inner: Vec<String> =
+                                m.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                            parts.push(format!("{key}: {{{}}}", inner.join(", ")));
+                        }
+                    }
+                    format!("  - {{{}}}{c}\n", parts.join(", "))
+                } else {
+                    let mut t = format!("  - {kind}: r{c}\n    expr: {quoted}{c}\n");
+                    for (key, m) in [("labels", &labels), ("annotations", &annotations)] {
+                        if let Some(m) = m {
+                            if m.is_empty() {
+                                t.push_str(&format!("    {key}:{c}\n"));
+                            } else {
+                                t.push_str(&format!("    {key}:{c}\n"));
+                                for (k, v) in m {
+                                    t.push_str(&format!("      {k}: {v}{c}\n"));
+                                }
+                            }
+                        }
+                    }
+                    t
+                };
+                (alert, text)
+            },
+        )
+}
+
+/// Label or annotation pairs, sorted.
+type Pairs = Vec<(String, String)>;
+
+/// `(record or alert, labels, annotations, expr)` of every rule, read as Prometheus reads them.
+fn go_view(text: &str) -> Vec<(String, Pairs, Pairs, String)> {
+    use promfed::yaml::tree::Tree;
+    let t = Tree::parse(text).unwrap();
+    let root = t.root.unwrap();
+    let mut out = Vec::new();
+    for g in t.seq(t.get(root, "groups").unwrap().value).unwrap() {
+        for r in t.seq(t.get(*g, "rules").unwrap().value).unwrap_or(&[]) {
+            let s = |k: &str| {
+                t.get(*r, k)
+                    .and_then(|e| t.go_str(e.value))
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            let m = |k: &str| {
+                let mut v: Pairs = t
+                    .get(*r, k)
+                    .filter(|e| !t.is_null(e.value))
+                    .map(|e| t.string_map(e.value))
+                    .unwrap_or_default();
+                v.sort();
+                v
+            };
+            out.push((
+                s("record") + &s("alert"),
+                m("labels"),
+                m("annotations"),
+                s("expr"),
+            ));
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Whatever the YAML style, the rewrite changes only `expr` and `labels.cluster` as
+    /// Prometheus reads them, and a second rewrite changes nothing.
+    #[test]
+    fn styled_rule_files_change_only_expr_and_cluster(rules in prop::collection::vec(styled_rule(), 1..5), crlf in any::<bool>()) {
+        let body: String = rules.iter().map(|(_, t)| t.as_str()).collect();
+        let mut text = format!("# head\ngroups:\n- name: g # c\n  rules:\n{body}");
+        if crlf {
+            text = text.replace('\n', "\r\n");
+        }
+        let values = Values::from_yaml_str(VALUES).unwrap();
+        let edit = promfed::rewrite::rules::rewrite_rule_file("r.yml", &text, &values)
+            .map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
+        let new = edit.text.unwrap();
+        let again = promfed::rewrite::rules::rewrite_rule_file("r.yml", &new, &values).unwrap();
+        prop_assert!(again.text.is_none(), "not a fixed point:\n{}", new);
+        let opts = promfed::promql::RewriteOptions {
+            label: "cluster".into(), value: "tools".into(), regex: false, tag_labelless: true,
+        };
+        for (o, n) in go_view(&text).into_iter().zip(go_view(&new)) {
+            prop_assert_eq!(&o.0, &n.0);
+            prop_assert_eq!(&o.2, &n.2, "annotations:\n{}\n---\n{}", text, new);
+            let mut want = o.1.clone();
+            want.retain(|(k, _)| k != "cluster");
+            want.push(("cluster".into(), "tools".into()));
+            want.sort();
+            prop_assert_eq!(&n.1, &want, "labels:\n{}\n---\n{}", text, new);
+            prop_assert_eq!(&n.3, &promfed::promql::rewrite_expr(&o.3, &opts).unwrap().expr);
         }
     }
 }

@@ -179,8 +179,42 @@ fn compile(value: &str) -> Option<NFA> {
             c
         };
     }
-    let anchored = format!("^(?:{value})$");
+    let anchored = format!("^(?:{})$", expand_go_quoting(value));
     COMPILER.with(|c| c.build(&anchored).ok())
+}
+
+/// Go's RE2 syntax (what Prometheus compiles) has `\\Q...\\E` literal quoting, which the
+/// `regex` crate lacks: the quoted text is escaped instead, for checking only (the matcher
+/// keeps the user's text). A `\\Q` without `\\E` quotes to the end, as in Go.
+fn expand_go_quoting(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains("\\Q") {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 16);
+    let mut rest = value;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        match after.chars().next() {
+            Some('Q') => {
+                let quoted = &after[1..];
+                let (lit, tail) = quoted.split_once("\\E").unwrap_or((quoted, ""));
+                out.push_str(&regex::escape(lit));
+                rest = tail;
+            }
+            Some(c) => {
+                out.push('\\');
+                out.push(c);
+                rest = &after[c.len_utf8()..];
+            }
+            None => {
+                out.push('\\');
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
 }
 
 /// The regex put inside restored matchers (see module docs); built once.
@@ -357,5 +391,24 @@ mod tests {
 
     fn matchers_of(e: Expr) -> Vec<(String, String, String)> {
         matchers(e)
+    }
+}
+
+#[cfg(test)]
+mod go_quoting_tests {
+    use super::*;
+
+    #[test]
+    fn go_literal_quoting_is_accepted_and_kept() {
+        assert_eq!(expand_go_quoting(r"a\Q[.]\Eb\Q+"), r"a\[\.\]b\+");
+        assert_eq!(expand_go_quoting(r"\\Q"), r"\\Q");
+        let opts = crate::promql::RewriteOptions {
+            label: "cluster".into(),
+            value: "c".into(),
+            regex: false,
+            tag_labelless: true,
+        };
+        let out = crate::promql::rewrite_expr(r#"x{a=~"\\Q[a.b]\\E.*"}"#, &opts).unwrap();
+        assert_eq!(out.expr, r#"x{a=~"\\Q[a.b]\\E.*", cluster="c"}"#);
     }
 }

@@ -160,6 +160,21 @@ impl<'a> Rewriter<'a> {
             Some(Expr::StringLiteral(s)) => Some(s.val.as_str()),
             _ => None,
         };
+        let sources = if name == "label_replace" {
+            3..4
+        } else {
+            3..c.args.args.len()
+        };
+        if sources
+            .into_iter()
+            .any(|i| str_arg(i) == Some(self.opts.label.as_str()))
+        {
+            self.warnings.push(format!(
+                "{name} reads the label {:?}, which the rewrite adds to every selected series: it now \
+                 reads {:?} where the original read the series' own value (usually none)",
+                self.opts.label, self.opts.value
+            ));
+        }
         if str_arg(1) != Some(self.opts.label.as_str()) {
             return false;
         }

@@ -390,6 +390,12 @@ fn bad_label_option(#[case] label: &str) {
     "label_replace"
 )]
 #[case(r#"count_values("cluster", x)"#, "count_values")]
+// Reading the label: it now holds the local name where the original read the series' own value.
+#[case(
+    r#"label_replace(x, "dst", "$1", "cluster", "(.*)")"#,
+    "label_replace reads"
+)]
+#[case(r#"label_join(x, "dst", ",", "a", "cluster")"#, "label_join reads")]
 fn warnings(#[case] src: &str, #[case] what: &str) {
     let r = rw_with(src, &opts());
     assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
@@ -400,7 +406,6 @@ fn warnings(#[case] src: &str, #[case] what: &str) {
 }
 
 #[rstest]
-#[case(r#"label_replace(x, "dst", "$1", "cluster", "(.*)")"#)]
 #[case(r#"label_replace(vector(1), "cluster", "local", "", "")"#)]
 #[case(r#"count_values("v", x)"#)]
 fn no_warnings(#[case] src: &str) {

@@ -129,6 +129,12 @@ pub fn mode(values: &Values, key: &str) -> FileMode {
     }
 }
 
+/// True when the values name `key` themselves (`ruleFiles` or `fleet.ruleFiles`), as opposed
+/// to the default fleet mode of `alerting_rules.yml`: only then is a missing key worth a warning.
+pub fn named_rule_file(values: &Values, key: &str) -> bool {
+    values.rule_files.iter().any(|k| k == key) || values.fleet.rule_files.contains_key(key)
+}
+
 /// The data keys promfed rewrites, in a stable order: `ruleFiles` first, then the other keys
 /// in local or fleet mode (`alerting_rules.yml` by default).
 pub fn rule_file_keys(values: &Values) -> Vec<String> {
@@ -279,7 +285,7 @@ pub fn untouched_alerting_warnings(
 
 /// True when `text` parses as a rule file with at least one `alert:` rule.
 fn has_alerting_rules(text: &str) -> bool {
-    let Ok(doc) = super::parse_yaml(text) else {
+    let Ok(doc) = crate::yaml::parse(text) else {
         return false;
     };
     doc.get("groups")

@@ -30,30 +30,32 @@ pub fn is_ours(group_name: &str) -> bool {
     group_name == GROUP_NAME
 }
 
-/// Puts the health group (as the values want it) into `groups` of data key `key`: appended,
-/// replaced when it differs, removed when disabled. Returns whether `groups` changed.
-pub fn ensure_group(key: &str, groups: &mut Vec<Value>, values: &Values) -> bool {
+/// What the rule file of data key `key` needs done to the health group.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GroupEdit {
+    /// Nothing: absent and not wanted, or present exactly as wanted.
+    Keep,
+    /// Append this group to `groups`.
+    Append(Value),
+    /// Replace the existing group with this one (the values changed).
+    Replace(Value),
+    /// Remove the existing group (disabled, or no federation job any more).
+    Remove,
+}
+
+/// Decides the health group's edit for data key `key`, given the group of that name found in
+/// the file (as Prometheus reads it), if any: appended, replaced when it differs, removed when
+/// disabled, and nothing on a second run.
+pub fn plan_group(key: &str, current: Option<&Value>, values: &Values) -> GroupEdit {
     let want = (key == values.fleet.health.rule_file)
         .then(|| group(values))
         .flatten();
-    let at = groups
-        .iter()
-        .position(|g| g.get("name").and_then(Value::as_str) == Some(GROUP_NAME));
-    match (at, want) {
-        (Some(i), Some(w)) if groups[i] == w => false,
-        (Some(i), Some(w)) => {
-            groups[i] = w;
-            true
-        }
-        (None, Some(w)) => {
-            groups.push(w);
-            true
-        }
-        (Some(i), None) => {
-            groups.remove(i);
-            true
-        }
-        (None, None) => false,
+    match (current, want) {
+        (Some(have), Some(w)) if *have == w => GroupEdit::Keep,
+        (Some(_), Some(w)) => GroupEdit::Replace(w),
+        (None, Some(w)) => GroupEdit::Append(w),
+        (Some(_), None) => GroupEdit::Remove,
+        (None, None) => GroupEdit::Keep,
     }
 }
 
@@ -266,19 +268,26 @@ mod tests {
     }
 
     #[test]
-    fn ensure_group_appends_replaces_removes_and_is_idempotent() {
+    fn plan_appends_replaces_removes_and_is_idempotent() {
         let v = values("");
-        let mut groups = vec![Value::from("user group")];
-        assert!(ensure_group("alerting_rules.yml", &mut groups, &v));
-        assert_eq!(groups.len(), 2);
-        assert!(!ensure_group("alerting_rules.yml", &mut groups, &v));
-        assert!(!ensure_group("recording_rules.yml", &mut vec![], &v));
+        let GroupEdit::Append(g) = plan_group("alerting_rules.yml", None, &v) else {
+            panic!("not appended")
+        };
+        assert_eq!(
+            plan_group("alerting_rules.yml", Some(&g), &v),
+            GroupEdit::Keep
+        );
+        assert_eq!(plan_group("recording_rules.yml", None, &v), GroupEdit::Keep);
         let changed = values("fleet:\n  health: {for: 5s}\n");
-        assert!(ensure_group("alerting_rules.yml", &mut groups, &changed));
-        assert_eq!(groups.len(), 2);
+        assert!(matches!(
+            plan_group("alerting_rules.yml", Some(&g), &changed),
+            GroupEdit::Replace(_)
+        ));
         let off = values("fleet:\n  health: {enabled: false}\n");
-        assert!(ensure_group("alerting_rules.yml", &mut groups, &off));
-        assert_eq!(groups, vec![Value::from("user group")]);
+        assert_eq!(
+            plan_group("alerting_rules.yml", Some(&g), &off),
+            GroupEdit::Remove
+        );
         assert!(
             group(&Values::default()).is_none(),
             "no federation job, no group"

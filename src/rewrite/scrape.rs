@@ -1,115 +1,220 @@
 //! `prometheus.yml`: label local scrapes and add the federation jobs.
 //!
 //! The seed appends the relabel rule blindly and extends `scrape_configs`, so a second run
-//! doubles everything. Here the federation jobs are recognised by `job_name` (replaced in place
-//! by their configured definition, never labelled as local) and the local rule is added only
-//! when it is not already there; that makes the rewrite a fixed point.
+//! doubles everything. Here the local rule is added only when it is not already there, and the
+//! federation jobs promfed wrote are recognised by a marker comment promfed writes above each
+//! (the rewrite keeps comments) or by being equal to the configured definition: those are
+//! replaced in place by the configured definition, never labelled as local. A local job that
+//! merely shares a federation job's `job_name` is never dropped: that is an error naming both.
+//! Edits are spliced into the text ([`crate::yaml::edit`]); every other byte stays.
 
 use serde_yaml::{Mapping, Value};
 
-use super::{Edit, parse_yaml};
-use crate::config::{Values, describe};
+use super::{DocumentError, Edit, RewriteError, ScrapeError, expect_map, list_or_null, parse_tree};
+use crate::config::Values;
+use crate::yaml::edit::{Editor, dash_before, double, flow};
+use crate::yaml::tree::{Kind, NodeId, Style, Tree};
+
+/// The comment promfed writes on the line above each federation job it adds. Prometheus
+/// ignores comments; promfed reads it to tell its own earlier output from a local job.
+pub const FEDERATION_MARKER: &str =
+    "# promfed: federation job from additionalScrapeConfigs, replaced on every rewrite";
+
+/// Nodes visited when comparing a scrape config with its configured definition.
+const COMPARE_BUDGET: usize = 100_000;
 
 /// Rewrites the text of `prometheus.yml`. `key` is the ConfigMap data key, for messages.
-pub fn rewrite_prometheus_yml(key: &str, text: &str, values: &Values) -> Result<Edit, String> {
-    let mut doc = parse_yaml(text)?;
+pub fn rewrite_prometheus_yml(
+    key: &str,
+    text: &str,
+    values: &Values,
+) -> Result<Edit, RewriteError> {
+    let doc_err = |source: DocumentError| RewriteError::Document {
+        key: key.to_owned(),
+        source: Box::new(source),
+    };
+    let tree = parse_tree(text).map_err(doc_err)?;
+    let feds = &values.additional_scrape_configs;
     let mut warnings = Vec::new();
-    if doc.is_null() {
+    let mut ed = Editor::new(&tree);
+    let Some(root) = tree.root.filter(|r| !tree.is_null(*r)) else {
         // An empty prometheus.yml: Prometheus's defaults, no jobs to label.
-        if values.additional_scrape_configs.is_empty() {
+        if feds.is_empty() {
             return Ok(Edit::unchanged(warnings));
         }
-        doc = Value::Mapping(Mapping::new());
-    }
-    let root = match &mut doc {
-        Value::Mapping(m) => m,
-        other => {
-            return Err(format!(
-                "expected a mapping at the top level, found {}",
-                describe(other)
-            ));
+        let mut lines = vec!["scrape_configs:".to_owned()];
+        lines.extend(federation_lines(&ed, feds.iter(), 0, 1));
+        let mut out = text.to_owned();
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push_str(ed.eol());
         }
+        out.push_str(&lines.join(ed.eol()));
+        out.push_str(ed.eol());
+        return Ok(Edit {
+            text: Some(out),
+            warnings,
+        });
     };
-    if root.contains_key("scrape_config_files") {
+    expect_map(&tree, root, || "the top level".to_owned()).map_err(|e| doc_err(e.into()))?;
+    if tree.get(root, "scrape_config_files").is_some() {
         warnings.push(format!(
             "{key}: scrape_config_files is set; jobs defined in those files are not labelled \
              {}={:?} and their series will look federated",
             values.cluster_label_name, values.local_cluster_name
         ));
     }
-    let mut changed = false;
-    let configs = root
-        .entry(Value::String("scrape_configs".to_owned()))
-        .or_insert(Value::Null);
-    if configs.is_null() {
-        if values.additional_scrape_configs.is_empty() {
+    let configs = tree.get(root, "scrape_configs");
+    let list = match configs {
+        None => None,
+        Some(e) => list_or_null(&tree, e.value, || "scrape_configs".to_owned())
+            .map_err(|e| doc_err(e.into()))?,
+    };
+    let Some(list) = list else {
+        if feds.is_empty() {
             return Ok(Edit::unchanged(warnings));
         }
-        *configs = Value::Sequence(Vec::new());
-        changed = true;
-    }
-    let Value::Sequence(list) = configs else {
-        return Err(format!(
-            "scrape_configs must be a list, found {}",
-            describe(configs)
-        ));
+        let all = Value::Sequence(feds.iter().cloned().map(Value::Mapping).collect());
+        match configs {
+            // `scrape_configs:` with no value: the jobs in flow form (no room for the marker;
+            // they are recognised by equality next time).
+            Some(e) => ed.replace_with_flow(e.value, &all),
+            None if tree.nodes[root].flow => ed.add_entry(root, "scrape_configs", &all),
+            None => {
+                let root_node = &tree.nodes[root];
+                let col = tree.column(root_node.start);
+                let mut lines = vec![format!("{}scrape_configs:", " ".repeat(col))];
+                lines.extend(federation_lines(
+                    &ed,
+                    feds.iter(),
+                    col + ed.layout.seq_step,
+                    1,
+                ));
+                ed.lines_after(root_node.end, &lines);
+            }
+        }
+        return finish(ed, text, warnings).map_err(doc_err);
     };
-    let rule = local_rule(values);
-    let mut seen_federation = vec![false; values.additional_scrape_configs.len()];
-    for (i, sc) in list.iter_mut().enumerate() {
-        let Value::Mapping(sc_map) = sc else {
-            return Err(format!(
-                "scrape_configs[{i}] must be a mapping, found {}",
-                describe(sc)
-            ));
+    let mut seen: Vec<Option<usize>> = vec![None; feds.len()];
+    for (i, &sc) in list.iter().enumerate() {
+        expect_map(&tree, sc, || format!("scrape_configs[{i}]")).map_err(|e| doc_err(e.into()))?;
+        let job = tree
+            .get(sc, "job_name")
+            .and_then(|e| tree.go_str(e.value))
+            .unwrap_or_default();
+        let scrape_err = |source: ScrapeError| RewriteError::Scrape {
+            key: key.to_owned(),
+            job: job.to_owned(),
+            source: Box::new(source),
         };
-        let job = sc_map
-            .get("job_name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        if let Some(f) = values
-            .additional_scrape_configs
+        let fed = feds
             .iter()
-            .position(|fed| fed.get("job_name").and_then(Value::as_str) == Some(job.as_str()))
-        {
-            // The federation job itself: the configured definition wins; never label it local.
-            if seen_federation[f] {
-                return Err(format!(
-                    "scrape_configs[{i}]: federation job {job:?} appears twice"
+            .position(|f| f.get("job_name").and_then(Value::as_str) == Some(job));
+        let Some(f) = fed else {
+            let mut budget = COMPARE_BUDGET;
+            if let Some(Value::Mapping(local)) = tree.to_value(sc, &mut budget) {
+                warnings.extend(super::checks::local_job_sets_cluster_label(
+                    job, &local, values,
                 ));
             }
-            seen_federation[f] = true;
-            if sc_map != &values.additional_scrape_configs[f] {
-                *sc_map = values.additional_scrape_configs[f].clone();
-                changed = true;
-            }
+            add_local_rule(&mut ed, sc, values).map_err(scrape_err)?;
+            continue;
+        };
+        if let Some(first) = seen[f] {
+            return Err(scrape_err(ScrapeError::FederationTwice {
+                job: job.to_owned(),
+                first,
+                second: i,
+            }));
+        }
+        seen[f] = Some(i);
+        let mut budget = COMPARE_BUDGET;
+        if tree.to_value(sc, &mut budget) == Some(Value::Mapping(feds[f].clone())) {
             continue;
         }
-        warnings.extend(super::checks::local_job_sets_cluster_label(
-            &job, sc_map, values,
-        ));
-        changed |= add_local_rule(sc_map, &rule, values)
-            .map_err(|e| format!("scrape config {job:?}: {e}"))?;
+        if !has_marker(&tree, sc) {
+            return Err(scrape_err(ScrapeError::Collision {
+                job: job.to_owned(),
+                local: i,
+                federation: f,
+                marker: FEDERATION_MARKER,
+            }));
+        }
+        ed.replace_node(sc, &Value::Mapping(feds[f].clone()));
     }
-    for (f, fed) in values.additional_scrape_configs.iter().enumerate() {
-        if !seen_federation[f] {
-            list.push(Value::Mapping(fed.clone()));
-            changed = true;
+    let missing: Vec<&Mapping> = feds
+        .iter()
+        .zip(&seen)
+        .filter(|(_, s)| s.is_none())
+        .map(|(f, _)| f)
+        .collect();
+    if !missing.is_empty() {
+        let seq = configs.map(|e| tree.resolve(e.value));
+        if let Some(seq) = seq {
+            append_jobs(&mut ed, seq, list, &missing);
         }
     }
-    if !changed {
-        return Ok(Edit::unchanged(warnings));
-    }
-    let text = serde_yaml::to_string(&doc).map_err(|e| format!("cannot serialise: {e}"))?;
-    Ok(Edit {
-        text: Some(text),
-        warnings,
-    })
+    finish(ed, text, warnings).map_err(doc_err)
 }
 
+fn finish(ed: Editor, text: &str, warnings: Vec<String>) -> Result<Edit, DocumentError> {
+    let text = ed.splices.apply(text)?;
+    Ok(Edit { text, warnings })
+}
+
+/// The marker and block lines of each job, dashes at `dash_col`.
+fn federation_lines<'m>(
+    ed: &Editor,
+    jobs: impl Iterator<Item = &'m Mapping>,
+    dash_col: usize,
+    gap: usize,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    for job in jobs {
+        lines.push(format!("{}{FEDERATION_MARKER}", " ".repeat(dash_col)));
+        lines.extend(ed.item_lines(&Value::Mapping(job.clone()), dash_col, gap));
+    }
+    lines
+}
+
+/// Appends the federation jobs not yet present to `scrape_configs` (a non-alias list).
+fn append_jobs(ed: &mut Editor, seq: NodeId, items: &[NodeId], jobs: &[&Mapping]) {
+    let tree = ed.tree;
+    let block_first = items
+        .first()
+        .filter(|_| !tree.nodes[seq].flow)
+        .and_then(|first| Some((*first, dash_before(tree, tree.nodes[*first].start)?)));
+    match (block_first, items.last()) {
+        (Some((first, dash)), Some(last)) if !tree.nodes[first].flow => {
+            let gap = tree.nodes[first].start - dash - 1;
+            let lines = federation_lines(ed, jobs.iter().copied(), tree.column(dash), gap);
+            ed.lines_after(tree.nodes[*last].end, &lines);
+        }
+        _ => {
+            let items: Vec<String> = jobs
+                .iter()
+                .map(|j| flow(&Value::Mapping((*j).clone())))
+                .collect();
+            ed.add_flow_text(seq, items.join(", "));
+        }
+    }
+}
+
+/// True when the line above scrape config `sc` (a list item) is [`FEDERATION_MARKER`].
+fn has_marker(tree: &Tree, sc: NodeId) -> bool {
+    let node = &tree.nodes[sc];
+    let item_start = dash_before(tree, node.start).unwrap_or(node.start);
+    let line = tree.line_start(item_start);
+    if line == 0 {
+        return false;
+    }
+    let prev = tree.line_start(line - 1);
+    tree.text[prev..line].trim() == FEDERATION_MARKER
+}
+
+/// Replaces a (marked) federation job by its configured definition, in the same style.
+
 /// The seed's rule: `{source_labels: [__address__], target_label: <label>, replacement: <local>}`.
-fn local_rule(values: &Values) -> Mapping {
+fn local_rule(values: &Values) -> Value {
     let mut m = Mapping::new();
     m.insert(
         "source_labels".into(),
@@ -123,37 +228,110 @@ fn local_rule(values: &Values) -> Mapping {
         "replacement".into(),
         Value::String(values.local_cluster_name.clone()),
     );
-    m
+    Value::Mapping(m)
 }
 
-/// Appends the local rule to `relabel_configs` unless an equivalent one is there. Returns whether it changed.
-fn add_local_rule(sc: &mut Mapping, rule: &Mapping, values: &Values) -> Result<bool, String> {
-    let relabel = sc
-        .entry(Value::String("relabel_configs".to_owned()))
-        .or_insert(Value::Null);
-    if relabel.is_null() {
-        *relabel = Value::Sequence(Vec::new());
-    }
-    let Value::Sequence(rules) = relabel else {
-        return Err(format!(
-            "relabel_configs must be a list, found {}",
-            describe(relabel)
-        ));
+/// Appends the local rule to `relabel_configs` unless an equivalent one is there.
+fn add_local_rule(ed: &mut Editor, sc: NodeId, values: &Values) -> Result<(), ScrapeError> {
+    let tree = ed.tree;
+    let sc = tree.resolve(sc);
+    let rule = local_rule(values);
+    let Some(relabel) = tree.get(sc, "relabel_configs") else {
+        ed.add_entry(sc, "relabel_configs", &Value::Sequence(vec![rule]));
+        return Ok(());
     };
-    if rules.iter().any(|r| is_local_rule(r, values)) {
-        return Ok(false);
+    let Some(rules) = list_or_null(tree, relabel.value, || "relabel_configs".to_owned())? else {
+        if relabel.merged {
+            ed.add_entry(sc, "relabel_configs", &Value::Sequence(vec![rule]));
+        } else {
+            ed.replace_with_flow(relabel.value, &Value::Sequence(vec![rule]));
+        }
+        return Ok(());
+    };
+    if rules.iter().any(|r| is_local_rule(tree, *r, values)) {
+        return Ok(());
     }
-    rules.push(Value::Mapping(rule.clone()));
-    Ok(true)
+    if relabel.merged || tree.is_alias(relabel.value) {
+        // Shared with other places: this job gets its own copy with the rule appended.
+        let mut items: Vec<String> = rules.iter().map(|r| flow_copy(tree, *r)).collect();
+        items.push(flow(&rule));
+        let own = format!("[{}]", items.join(", "));
+        if relabel.merged {
+            // An own key overrides the merged one; written in flow form, valid in any context.
+            let col_text = format!("relabel_configs: {own}");
+            let node = &tree.nodes[sc];
+            if node.flow {
+                let last = tree.map(sc).and_then(|e| e.last()).map(|(_, v)| *v);
+                if let Some(last) = last {
+                    ed.splices
+                        .insert(tree.nodes[last].end, format!(", {col_text}"));
+                }
+            } else if let Some((k, _)) = tree.map(sc).and_then(|e| e.first()) {
+                let col = tree.column(tree.nodes[*k].start);
+                ed.lines_after(node.end, &[format!("{}{col_text}", " ".repeat(col))]);
+            }
+        } else {
+            let alias = &tree.nodes[relabel.value];
+            ed.splices.replace(alias.start, alias.end, own);
+        }
+        return Ok(());
+    }
+    ed.add_item(tree.resolve(relabel.value), &rule);
+    Ok(())
+}
+
+/// Node `id` as flow text that reads back the same: flow nodes and one-line scalars verbatim,
+/// block collections rebuilt in flow form, block scalars double-quoted, aliases kept.
+fn flow_copy(tree: &Tree, id: NodeId) -> String {
+    let node = &tree.nodes[id];
+    match &node.kind {
+        Kind::Alias(_) => tree.text[node.start..node.end].to_owned(),
+        Kind::Scalar { value, style, .. } if style.is_block() => double(value),
+        Kind::Scalar {
+            style: Style::Plain,
+            value,
+            ..
+        } if value.contains([',', '[', ']', '{', '}'])
+            || tree.text[node.body..node.end].contains('\n') =>
+        {
+            double(value)
+        }
+        _ if node.flow || matches!(node.kind, Kind::Scalar { .. }) => {
+            tree.text[node.body..node.end].to_owned()
+        }
+        Kind::Seq(items) => format!(
+            "[{}]",
+            items
+                .iter()
+                .map(|i| flow_copy(tree, *i))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Kind::Map(entries) => format!(
+            "{{{}}}",
+            entries
+                .iter()
+                .map(|(k, v)| format!("{}: {}", flow_copy(tree, *k), flow_copy(tree, *v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Kind::Scalar { .. } => tree.text[node.body..node.end].to_owned(),
+    }
 }
 
 /// True for the seed's rule, also when spelled with Prometheus's defaults made explicit.
-fn is_local_rule(r: &Value, values: &Values) -> bool {
-    let Value::Mapping(m) = r else { return false };
-    let str_is = |k: &str, want: &str| m.get(k).and_then(Value::as_str) == Some(want);
-    let optional_is = |k: &str, default: &str| m.get(k).is_none() || str_is(k, default);
-    let sources_ok = matches!(m.get("source_labels"), Some(Value::Sequence(s))
-        if s.len() == 1 && s[0].as_str() == Some("__address__"));
+fn is_local_rule(tree: &Tree, r: NodeId, values: &Values) -> bool {
+    let Some(entries) = tree.map(r) else {
+        return false;
+    };
+    let r = tree.resolve(r);
+    let str_is =
+        |k: &str, want: &str| tree.get(r, k).and_then(|e| tree.go_str(e.value)) == Some(want);
+    let optional_is = |k: &str, default: &str| tree.get(r, k).is_none() || str_is(k, default);
+    let sources_ok = tree
+        .get(r, "source_labels")
+        .and_then(|e| tree.seq(e.value))
+        .is_some_and(|s| s.len() == 1 && tree.go_str(s[0]) == Some("__address__"));
     let known = [
         "source_labels",
         "target_label",
@@ -168,8 +346,9 @@ fn is_local_rule(r: &Value, values: &Values) -> bool {
         && optional_is("action", "replace")
         && optional_is("regex", "(.*)")
         && optional_is("separator", ";")
-        && m.keys()
-            .all(|k| k.as_str().is_some_and(|k| known.contains(&k)))
+        && entries
+            .iter()
+            .all(|(k, _)| tree.go_str(*k).is_some_and(|k| known.contains(&k)))
 }
 
 #[cfg(test)]
@@ -228,14 +407,57 @@ mod tests {
     }
 
     #[test]
-    fn existing_federation_job_is_replaced_in_place() {
+    fn marked_federation_job_is_replaced_in_place() {
         let v = values(FED);
-        let text =
-            "scrape_configs:\n- job_name: federation\n  metrics_path: /old\n- job_name: local\n";
-        let out = parsed(&run(text, &v));
+        let text = format!(
+            "scrape_configs:\n{FEDERATION_MARKER}\n- job_name: federation\n  metrics_path: /old\n- job_name: local\n"
+        );
+        let once = run(&text, &v);
+        let out = parsed(&once);
         let jobs = out["scrape_configs"].as_sequence().unwrap();
         assert_eq!(jobs.len(), 2);
         assert_eq!(jobs[0]["metrics_path"], Value::from("/federate"));
+        assert!(run(once.text.as_deref().unwrap(), &v).text.is_none());
+    }
+
+    #[test]
+    fn local_job_with_a_federation_job_name_is_never_dropped() {
+        let v = values(FED);
+        let text = "scrape_configs:\n- job_name: federation\n  metrics_path: /local\n";
+        let e = rewrite_prometheus_yml("prometheus.yml", text, &v)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("scrape_configs[0] is a local job")
+                && e.contains("additionalScrapeConfigs[0]")
+                && e.contains("\"federation\""),
+            "{e}"
+        );
+        // Equal to the configured definition (promfed's output before markers): kept as is.
+        let equal = "scrape_configs:\n- job_name: federation\n  metrics_path: /federate\n  static_configs:\n  - targets: ['a:9090']\n    labels: {cluster: a}\n";
+        assert!(run(equal, &v).text.is_none());
+    }
+
+    #[test]
+    fn only_the_edits_change_and_they_follow_the_surroundings() {
+        let v = values(FED);
+        let text = "# top\r\nglobal: {scrape_interval: 1m} # keep\r\nscrape_configs:\r\n  - job_name: a # c\r\n    static_configs: [{targets: [x], labels: {q: 0.50}}]\r\n\r\n  - job_name: b\r\n    relabel_configs:\r\n      - {action: keep, regex: '0.50'}\r\n# tail\r\n";
+        let out = run(text, &v).text.unwrap();
+        let want = format!(
+            "# top\r\nglobal: {{scrape_interval: 1m}} # keep\r\nscrape_configs:\r\n  - job_name: a # c\r\n    static_configs: [{{targets: [x], labels: {{q: 0.50}}}}]\r\n    relabel_configs:\r\n      - source_labels: [__address__]\r\n        target_label: cluster\r\n        replacement: tools\r\n\r\n  - job_name: b\r\n    relabel_configs:\r\n      - {{action: keep, regex: '0.50'}}\r\n      - {{source_labels: [__address__], target_label: cluster, replacement: tools}}\r\n  {FEDERATION_MARKER}\r\n  - job_name: federation\r\n    metrics_path: /federate\r\n    static_configs:\r\n      - targets: ['a:9090']\r\n        labels:\r\n          cluster: a\r\n# tail\r\n"
+        );
+        assert_eq!(out, want);
+        assert!(run(&out, &v).text.is_none(), "idempotent");
+        let flow = run(
+            "scrape_configs: []\n",
+            &values(&format!("{FED}- job_name: second\n")),
+        )
+        .text
+        .unwrap();
+        assert_eq!(
+            flow,
+            "scrape_configs: [{job_name: federation, metrics_path: /federate, static_configs: [{targets: ['a:9090'], labels: {cluster: a}}]}, {job_name: second}]\n"
+        );
     }
 
     #[test]
@@ -270,13 +492,17 @@ mod tests {
     #[test]
     fn bad_shapes_name_the_place() {
         let v = values("");
-        let err = |t: &str| rewrite_prometheus_yml("prometheus.yml", t, &v).unwrap_err();
-        assert!(err("- a\n").contains("mapping at the top level"));
+        let err = |t: &str| {
+            rewrite_prometheus_yml("prometheus.yml", t, &v)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err("- a\n").contains("top level must be a mapping"));
         assert!(err("scrape_configs: {}\n").contains("scrape_configs must be a list"));
         assert!(err("scrape_configs: [3]\n").contains("scrape_configs[0]"));
         assert!(
             err("scrape_configs:\n- job_name: j\n  relabel_configs: x\n")
-                .contains("scrape config \"j\": relabel_configs")
+                .contains("scrape config \"j\": relabel_configs must be a list")
         );
         assert!(err("scrape_configs: [\n").contains("YAML"));
     }
