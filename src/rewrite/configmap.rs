@@ -143,5 +143,15 @@ mod tests {
             "{:?}",
             m.warnings
         );
+        // The defaults name no key themselves: a ConfigMap without them is no typo.
+        let m = mutate_configmap(&cm, &Values::default()).unwrap();
+        assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+        let none = serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "prometheus-server", "labels": {"app": "prometheus", "component": "server"}},
+            "data": {"prometheus.yml": "scrape_configs: []\n"}
+        });
+        let m = mutate_configmap(&none, &Values::default()).unwrap();
+        assert!(m.warnings.is_empty(), "{:?}", m.warnings);
     }
 }

@@ -129,10 +129,13 @@ pub fn mode(values: &Values, key: &str) -> FileMode {
     }
 }
 
-/// True when the values name `key` themselves (`ruleFiles` or `fleet.ruleFiles`), as opposed
-/// to the default fleet mode of `alerting_rules.yml`: only then is a missing key worth a warning.
+/// True when the values name `key` themselves (a `ruleFiles` list other than the default, or
+/// `fleet.ruleFiles`), as opposed to a default (`recording_rules.yml`, and `alerting_rules.yml`
+/// in fleet mode): only then is a ConfigMap without that key worth a warning (a typo).
 pub fn named_rule_file(values: &Values, key: &str) -> bool {
-    values.rule_files.iter().any(|k| k == key) || values.fleet.rule_files.contains_key(key)
+    let own_list = values.rule_files != Values::default().rule_files;
+    (own_list && values.rule_files.iter().any(|k| k == key))
+        || values.fleet.rule_files.contains_key(key)
 }
 
 /// The data keys promfed rewrites, in a stable order: `ruleFiles` first, then the other keys

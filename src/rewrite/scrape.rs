@@ -450,13 +450,15 @@ mod tests {
         assert!(run(&out, &v).text.is_none(), "idempotent");
         let flow = run(
             "scrape_configs: []\n",
-            &values(&format!("{FED}- job_name: second\n")),
+            &values(&format!(
+                "{FED}- job_name: second\n  static_configs: [{{targets: ['b:9090'], labels: {{cluster: b}}}}]\n"
+            )),
         )
         .text
         .unwrap();
         assert_eq!(
             flow,
-            "scrape_configs: [{job_name: federation, metrics_path: /federate, static_configs: [{targets: ['a:9090'], labels: {cluster: a}}]}, {job_name: second}]\n"
+            "scrape_configs: [{job_name: federation, metrics_path: /federate, static_configs: [{targets: ['a:9090'], labels: {cluster: a}}]}, {job_name: second, static_configs: [{targets: ['b:9090'], labels: {cluster: b}}]}]\n"
         );
     }
 
