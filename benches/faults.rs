@@ -416,7 +416,7 @@ async fn slow_client(
         };
         let _ = s.write_all(byte).await; // fails once the server has closed: fine
         match tokio::time::timeout(Duration::from_millis(250), s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(0) | Err(_)) => break,
             Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
             Err(_) => {}
         }

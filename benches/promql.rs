@@ -39,7 +39,7 @@ fn bench(c: &mut Criterion) {
                 for e in &exprs {
                     black_box(rewrite_expr(black_box(e), &opts).expect("rewrite"));
                 }
-            })
+            });
         },
     );
     c.bench_function(
@@ -49,7 +49,7 @@ fn bench(c: &mut Criterion) {
                 for e in &with_regex {
                     black_box(rewrite_expr(black_box(e), &opts).expect("rewrite"));
                 }
-            })
+            });
         },
     );
     // One rule with two regex matchers: seen before (checked regexes are cached) and never
@@ -61,14 +61,14 @@ fn bench(c: &mut Criterion) {
     };
     let warm = rule(0);
     c.bench_function("promql: rewrite_expr, rule with 2 known regexes", |b| {
-        b.iter(|| black_box(rewrite_expr(black_box(&warm), &opts).expect("rewrite")))
+        b.iter(|| black_box(rewrite_expr(black_box(&warm), &opts).expect("rewrite")));
     });
     let mut n = 0;
     c.bench_function("promql: rewrite_expr, rule with 2 new regexes", |b| {
         b.iter(|| {
             n += 1;
             black_box(rewrite_expr(&rule(n), &opts).expect("rewrite"))
-        })
+        });
     });
     c.bench_function(
         &format!("promql-parser: parse x{} (example rules)", exprs.len()),
@@ -77,7 +77,7 @@ fn bench(c: &mut Criterion) {
                 for e in &exprs {
                     let _ = black_box(promql_parser::parser::parse(black_box(e)));
                 }
-            })
+            });
         },
     );
 }

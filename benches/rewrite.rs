@@ -120,7 +120,7 @@ fn bench(c: &mut Criterion) {
             fresh,
             |body| black_box(decide(&body, &values)),
             BatchSize::SmallInput,
-        )
+        );
     });
     g.bench_function("baseline: JSON decode + serde_yaml round trip", |b| {
         b.iter_batched(
@@ -136,7 +136,7 @@ fn bench(c: &mut Criterion) {
                 }
             },
             BatchSize::SmallInput,
-        )
+        );
     });
     g.finish();
 
@@ -146,7 +146,7 @@ fn bench(c: &mut Criterion) {
     for kb in [10usize, 100, 600] {
         let body = review(&prom, &rule_file(&exprs, kb * 1024, 0).0);
         g.bench_with_input(BenchmarkId::from_parameter(kb), &body, |b, body| {
-            b.iter(|| black_box(decide(body, &values)))
+            b.iter(|| black_box(decide(body, &values)));
         });
     }
     g.finish();

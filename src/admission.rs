@@ -139,9 +139,8 @@ pub fn review(body: &[u8], values: &Values) -> Result<Reviewed, AdmissionError> 
     // The object goes to the engine as the raw JSON the API server sent, not re-serialised
     // through typed structs (which would drop or reorder fields); the rest is decoded with
     // kube's types. `oldObject` is not needed to decide and is dropped unparsed.
-    let request = match doc.get_mut("request") {
-        Some(r @ Value::Object(_)) => r,
-        _ => return Err(AdmissionError::NoRequest),
+    let Some(request @ Value::Object(_)) = doc.get_mut("request") else {
+        return Err(AdmissionError::NoRequest);
     };
     let object = request
         .get_mut("object")

@@ -572,7 +572,7 @@ fn run_isolated(name: &str) {
                         .to_owned()
                 }
                 (_, Some(11)) => "killed by SIGSEGV (stack overflow)".to_owned(),
-                (_, Some(24)) | (_, Some(9)) => format!(
+                (_, Some(24 | 9)) => format!(
                     "killed by SIGXCPU/SIGKILL: more than {CHILD_CPU_SECS} s of CPU, i.e. \
                      unbounded time"
                 ),

@@ -335,7 +335,7 @@ fn check_contract(e: &Expr, label: &str, problems: &mut Vec<String>) {
                 problems.push("untagged vector()".into());
             }
             let ours = c.func.name == "label_replace"
-                && matches!(c.args.args.get(1).map(|a| a.as_ref()), Some(Expr::StringLiteral(s)) if s.val == label);
+                && matches!(c.args.args.get(1).map(std::convert::AsRef::as_ref), Some(Expr::StringLiteral(s)) if s.val == label);
             for (i, a) in c.args.args.iter().enumerate() {
                 // Our wrapper's first argument is the one place vector() may appear.
                 if ours

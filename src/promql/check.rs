@@ -66,7 +66,7 @@ pub(crate) fn violations(
         Expr::Call(c) => {
             let name = c.func.name;
             let wrapper = name == "label_replace"
-                && matches!(c.args.args.get(1).map(|a| a.as_ref()), Some(Expr::StringLiteral(s)) if s.val == label);
+                && matches!(c.args.args.get(1).map(std::convert::AsRef::as_ref), Some(Expr::StringLiteral(s)) if s.val == label);
             for (i, arg) in c.args.args.iter().enumerate() {
                 violations(arg, opts, out, wrapper && i == 0)?;
             }

@@ -155,7 +155,7 @@ impl Fleet<'_> {
                     return Ok(());
                 }
                 self.check_label_functions(c);
-                for arg in c.args.args.iter_mut() {
+                for arg in &mut c.args.args {
                     self.walk(arg, true)?;
                 }
             }
@@ -242,7 +242,7 @@ impl Fleet<'_> {
         if c.func.name != "label_replace" || c.args.args.len() != 5 {
             return false;
         }
-        let s = |i: usize| match c.args.args.get(i).map(|a| a.as_ref()) {
+        let s = |i: usize| match c.args.args.get(i).map(std::convert::AsRef::as_ref) {
             Some(Expr::StringLiteral(s)) => Some(s.val.as_str()),
             _ => None,
         };

@@ -10,9 +10,9 @@
 //! Rewriting is idempotent byte for byte, and an expression that needs no change is returned
 //! as its input text.
 //!
-//! Pipeline: [`lex::prepare`] (limits, raw strings, checks where promql-parser is unsafe or
-//! unfaithful; regex matchers marked so the parser skips compiling them, see [`regexes`]) ->
-//! `promql_parser::parser::parse` -> [`rewrite::Rewriter`] -> our printer.
+//! Pipeline: `lex::prepare` (limits, raw strings, checks where promql-parser is unsafe or
+//! unfaithful; regex matchers marked so the parser skips compiling them, see `regexes`) ->
+//! `promql_parser::parser::parse` -> `rewrite::Rewriter` -> our printer.
 
 mod check;
 mod fleet;
@@ -56,8 +56,10 @@ pub struct Rewritten {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PromqlError {
+    /// Not PromQL, as Prometheus's parser would say (message from promql-parser).
     #[error("does not parse: {0}")]
     Parse(String),
+    /// Past a size, nesting or regex-repetition limit that keeps the webhook's cost bounded.
     #[error("too large: {0}")]
     TooLarge(String),
     /// Parses, but uses something we cannot rewrite faithfully for Prometheus 2.42.

@@ -333,7 +333,7 @@ mod tests {
     fn matchers(mut e: Expr) -> Vec<(String, String, String)> {
         let mut out = Vec::new();
         for_each_selector(&mut e, &mut |vs| {
-            for m in vs.matchers.matchers.iter() {
+            for m in &vs.matchers.matchers {
                 out.push((m.name.clone(), m.op.to_string(), m.value.clone()));
             }
             true

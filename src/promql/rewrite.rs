@@ -156,7 +156,7 @@ impl<'a> Rewriter<'a> {
         if name != "label_replace" && name != "label_join" {
             return false;
         }
-        let str_arg = |i: usize| match c.args.args.get(i).map(|a| a.as_ref()) {
+        let str_arg = |i: usize| match c.args.args.get(i).map(std::convert::AsRef::as_ref) {
             Some(Expr::StringLiteral(s)) => Some(s.val.as_str()),
             _ => None,
         };
@@ -266,7 +266,7 @@ pub(crate) fn keep_in_matching(
 /// `label`).
 pub(crate) fn is_labelless(e: &Expr, label: &str) -> bool {
     let Expr::Call(c) = e else { return false };
-    let first = c.args.args.first().map(|a| a.as_ref());
+    let first = c.args.args.first().map(std::convert::AsRef::as_ref);
     let has_equal = |vs: &VectorSelector| {
         vs.matchers
             .matchers

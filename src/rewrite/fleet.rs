@@ -49,7 +49,7 @@ pub struct FleetValues {
     pub health: HealthValues,
 }
 
-/// The federation-health rule group promfed adds (see [`super::health`]).
+/// The federation-health rule group promfed adds (see `rewrite::health`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HealthValues {

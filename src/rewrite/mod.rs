@@ -6,11 +6,11 @@
 use crate::config::Values;
 use crate::yaml::tree::{Kind, NodeId, Tree};
 
-pub mod checks;
+pub(crate) mod checks;
 pub mod configmap;
 pub mod deployment;
 pub mod fleet;
-pub mod health;
+pub(crate) mod health;
 pub mod rules;
 pub mod scrape;
 

@@ -93,7 +93,7 @@ pub fn rewrite_rule_file(key: &str, text: &str, values: &Values) -> Result<Edit,
                 .for_each(|w| {
                     warnings.push(format!(
                         "data key {key:?}, group {gname:?}, rule {rname:?}: {w}"
-                    ))
+                    ));
                 });
         }
     }

@@ -211,8 +211,6 @@ fn has_marker(tree: &Tree, sc: NodeId) -> bool {
     tree.text[prev..line].trim() == FEDERATION_MARKER
 }
 
-/// Replaces a (marked) federation job by its configured definition, in the same style.
-
 /// The seed's rule: `{source_labels: [__address__], target_label: <label>, replacement: <local>}`.
 fn local_rule(values: &Values) -> Value {
     let mut m = Mapping::new();

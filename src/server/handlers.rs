@@ -238,7 +238,7 @@ async fn discard(mut body: Body, limit: usize, within: Duration) {
     let mut read = 0usize;
     let _ = tokio::time::timeout(within, async {
         while let Some(Ok(frame)) = next_frame(&mut body).await {
-            read += frame.data_ref().map_or(0, |d| d.len());
+            read += frame.data_ref().map_or(0, axum::body::Bytes::len);
             if read > cap {
                 break;
             }

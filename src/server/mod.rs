@@ -5,16 +5,17 @@
 //! [`serve_loaded`]; tests call [`serve`] directly with listeners bound to port 0. By concern:
 //! `state` ([`AppState`], readiness), `handlers` ([`app`], the admission router; [`probes`],
 //! the metrics-port router; body reading and rejections), `connections` (accept loop,
-//! per-connection serving, drain), [`reload`] and [`tls`].
+//! per-connection serving, drain), `reload` and `tls`.
 
 mod connections;
 mod handlers;
-pub mod reload;
+pub(crate) mod reload;
 mod state;
-pub mod tls;
+pub(crate) mod tls;
 
 pub use handlers::{app, probes};
 pub use state::AppState;
+pub use tls::TlsError;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -27,7 +28,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{ConfigError, Values};
 use crate::metrics::Metrics;
-use tls::{CertResolver, TlsError};
+use tls::CertResolver;
 
 /// Where the serving certificate comes from.
 #[derive(Debug, Clone)]

@@ -259,11 +259,17 @@ impl Balancer {
             let mut proxies = JoinSet::new();
             while let Ok((client, _)) = listener.accept().await {
                 let backend = {
-                    let r = rot.lock().unwrap_or_else(|e| e.into_inner());
+                    let r = rot
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                     (!r.is_empty()).then(|| r[next.fetch_add(1, Ordering::Relaxed) % r.len()])
                 };
                 let Some((id, to)) = backend else { continue };
-                if term.lock().unwrap_or_else(|e| e.into_inner()).contains(&id) {
+                if term
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .contains(&id)
+                {
                     routed.fetch_add(1, Ordering::Relaxed);
                 }
                 proxies.spawn(async move {
@@ -290,21 +296,21 @@ impl Balancer {
     fn add(&self, r: &Replica) {
         self.rotation
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push((r.id, r.admission));
     }
 
     fn terminating(&self, r: &Replica) {
         self.terminating
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(r.id);
     }
 
     fn remove(&self, r: &Replica) {
         self.rotation
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .retain(|(id, _)| *id != r.id);
     }
 }
@@ -326,7 +332,10 @@ struct Tally {
 impl Tally {
     fn fail(&self, what: String) {
         self.failed.fetch_add(1, Ordering::Relaxed);
-        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let mut f = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if f.len() < 10 {
             f.push(what);
         }
@@ -507,7 +516,7 @@ pub async fn run(s: &Scenario) -> Res<Report> {
     let failures = tally
         .failures
         .lock()
-        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
     let report = Report {
         calls: tally.calls.load(Ordering::Relaxed),
