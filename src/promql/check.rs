@@ -4,7 +4,8 @@
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{Expr, LabelModifier};
 
-use super::print::{lacks_label, print};
+use super::labels::lacks_label;
+use super::print::print;
 use super::{PromqlError, RewriteOptions};
 
 /// Walks `e` and describes every place that breaks the contract for `opts.label`.

@@ -27,7 +27,7 @@ use promql_parser::parser::{
     BinModifier, BinaryExpr, Call, Expr, FunctionArgs, ParenExpr, VectorMatchCardinality,
 };
 
-use super::print::or_matchers_error;
+use super::labels::or_matchers_error;
 use super::rewrite::{Rewriter, is_labelless, keep_in_grouping, keep_in_matching, label_replace};
 use super::{PromqlError, RewriteOptions, Rewritten};
 

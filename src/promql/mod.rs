@@ -16,6 +16,7 @@
 
 mod check;
 mod fleet;
+mod labels;
 mod lex;
 mod print;
 mod regexes;
@@ -24,8 +25,9 @@ mod rewrite;
 use promql_parser::parser::Expr;
 
 pub use fleet::{FleetOptions, rewrite_fleet_expr};
+pub use labels::is_label_name;
 pub use lex::{MAX_DEPTH, MAX_EXPR_BYTES, MAX_REGEX_REPETITION};
-pub use print::{is_label_name, quote as quote_string};
+pub use print::quote as quote_string;
 
 /// How to pin an expression to one cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]

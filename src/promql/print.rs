@@ -8,13 +8,14 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-use promql_parser::label::{MatchOp, Matcher, Matchers};
+use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{
     AggregateExpr, AtModifier, BinModifier, Expr, LabelModifier, Offset, VectorMatchCardinality,
     VectorSelector,
 };
 
 use super::PromqlError;
+use super::labels::{is_label_name, or_matchers_error};
 
 /// Largest `@` timestamp magnitude printed, in milliseconds (2^53: exact as an f64).
 const MAX_AT_MS: u128 = 1 << 53;
@@ -203,10 +204,6 @@ fn selector_into(vs: &VectorSelector, out: &mut String) -> Result<(), PromqlErro
     Ok(())
 }
 
-pub(crate) fn or_matchers_error() -> PromqlError {
-    PromqlError::Unsupported("`or` between label matchers is not Prometheus 2.42 syntax".into())
-}
-
 fn matcher_into(m: &Matcher, out: &mut String) {
     label_name_into(&m.name, out);
     out.push_str(match m.op {
@@ -363,23 +360,6 @@ fn needs_unicode_escape(c: char) -> bool {
             '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2064}'
             | '\u{2066}'..='\u{2069}' | '\u{feff}' | '\u{fff9}'..='\u{fffd}'
             | '\u{e000}'..='\u{f8ff}' | '\u{f0000}'..='\u{10ffff}')
-}
-
-/// `[a-zA-Z_][a-zA-Z0-9_]*`, the label names Prometheus 2.42 accepts unquoted.
-pub fn is_label_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// True when `m` contains no matcher on `label`; used by the walkers.
-pub(crate) fn lacks_label(m: &Matchers, label: &str) -> bool {
-    !m.matchers
-        .iter()
-        .chain(m.or_matchers.iter().flatten())
-        .any(|x| x.name == label)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use promql_parser::parser::{
     Call, Expr, LabelModifier, StringLiteral, VectorMatchCardinality, VectorSelector,
 };
 
-use super::print::{lacks_label, or_matchers_error};
+use super::labels::{lacks_label, or_matchers_error};
 use super::{PromqlError, RewriteOptions};
 
 /// Date functions that, called without argument, return one series without labels.
