@@ -25,6 +25,7 @@
 //! promql-parser's `Display` (canonical durations and integers), so a rewriter that re-prints the
 //! tree keeps them intact.
 
+use std::convert::Infallible;
 use std::time::Duration;
 
 use promql_parser::util::{display_duration, parse_duration};
@@ -323,14 +324,10 @@ impl<'a> Scanner<'a> {
             let b = self.bytes[self.pos];
             match b {
                 b'"' | b'\'' | b'`' => {
-                    self.skip_string(b);
+                    self.skip_string();
                     self.prev = Prev::Other;
                 }
-                b'#' => {
-                    while self.pos < self.bytes.len() && self.bytes[self.pos] != b'\n' {
-                        self.pos += 1;
-                    }
-                }
+                b'#' => self.pos = crate::promql::comment_end(self.bytes, self.pos),
                 b'$' | b'[' if self.variable_at(self.pos).is_some() => {
                     if let Some((end, name)) = self.variable_at(self.pos) {
                         self.record(self.pos, end, name);
@@ -423,20 +420,9 @@ impl<'a> Scanner<'a> {
     }
 
     /// Skips a string literal starting at `self.pos` (unterminated: to the end).
-    fn skip_string(&mut self, quote: u8) {
-        self.pos += 1;
-        while self.pos < self.bytes.len() {
-            let b = self.bytes[self.pos];
-            if b == b'\\' && quote != b'`' {
-                self.pos += 2;
-                continue;
-            }
-            self.pos += 1;
-            if b == quote {
-                return;
-            }
-        }
-        self.pos = self.bytes.len();
+    fn skip_string(&mut self) {
+        let end = crate::promql::string_end(self.bytes, self.pos, |_| Ok::<(), Infallible>(()));
+        self.pos = end.unwrap_or_else(|never| match never {});
     }
 
     /// Grafana's variable syntaxes at `at`: returns the end of the match and the name.

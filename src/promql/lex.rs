@@ -64,9 +64,7 @@ fn prepare_with(src: &str, mark: bool) -> Result<Marked, PromqlError> {
         let mut op = false;
         match c {
             b'#' => {
-                while i < b.len() && b[i] != b'\n' && b[i] != b'\r' {
-                    i += 1;
-                }
+                i = comment_end(b, i);
                 keep_offset = after_offset;
             }
             b'"' | b'\'' => {
@@ -295,12 +293,24 @@ fn check_regex_weight(literal: &str) -> Result<(), PromqlError> {
 /// Scans a `"` or `'` string starting at `i`; returns the index after it (or the end of
 /// input when unterminated, leaving the error to the parser).
 fn scan_quoted(b: &[u8], i: usize) -> Result<usize, PromqlError> {
+    string_end(b, i, check_byte_escape)
+}
+
+/// The index after the PromQL string literal starting at `i` (`"` or `'` with backslash
+/// escapes, `` ` `` raw), or the end of input when unterminated. `on_escape` sees the bytes
+/// after each backslash. One scanner for the rewriter's pre-pass and the dashboard variable
+/// finder, so both agree on where strings end.
+pub(crate) fn string_end<E>(
+    b: &[u8],
+    i: usize,
+    mut on_escape: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<usize, E> {
     let quote_char = b[i];
     let mut j = i + 1;
     while j < b.len() {
         match b[j] {
-            b'\\' => {
-                check_byte_escape(&b[j + 1..])?;
+            b'\\' if quote_char != b'`' => {
+                on_escape(&b[j + 1..])?;
                 j += 2;
             }
             x if x == quote_char => return Ok(j + 1),
@@ -308,6 +318,15 @@ fn scan_quoted(b: &[u8], i: usize) -> Result<usize, PromqlError> {
         }
     }
     Ok(b.len())
+}
+
+/// The index of the line break ending the PromQL comment that starts at `i` (`#`), or the end
+/// of input.
+pub(crate) fn comment_end(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && b[i] != b'\n' && b[i] != b'\r' {
+        i += 1;
+    }
+    i
 }
 
 /// Rejects `\xHH` and `\OOO` escapes above 0x7f (see the module docs).

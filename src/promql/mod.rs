@@ -27,6 +27,7 @@ use promql_parser::parser::Expr;
 pub use fleet::{FleetOptions, rewrite_fleet_expr};
 pub use labels::is_label_name;
 pub use lex::{MAX_DEPTH, MAX_EXPR_BYTES, MAX_REGEX_REPETITION};
+pub(crate) use lex::{comment_end, string_end};
 pub use print::quote as quote_string;
 
 /// How to pin an expression to one cluster.
