@@ -60,7 +60,7 @@ fn check_flow_depth(text: &str) -> Result<(), String> {
                 continue;
             }
             b'"' | b'\'' if depth > 0 || value_start => {
-                i = skip_quoted(b, i);
+                i = quoted_end(b, i);
                 value_start = false;
                 continue;
             }
@@ -123,9 +123,11 @@ fn memchr_newline(b: &[u8], from: usize) -> usize {
         .map_or(b.len(), |p| from + p)
 }
 
-/// Index just after the quoted string opening at `open` (`''` and `\"` escapes).
-fn skip_quoted(b: &[u8], open: usize) -> usize {
-    let q = b[open];
+/// Index just after the YAML quoted scalar opening at `open` (`''` escapes in single quotes,
+/// backslash escapes in double quotes); the end of input when unterminated. Shared by the
+/// nesting pre-scan and the span tree.
+pub(crate) fn quoted_end(b: &[u8], open: usize) -> usize {
+    let Some(&q) = b.get(open) else { return open };
     let mut i = open + 1;
     while i < b.len() {
         if q == b'"' && b[i] == b'\\' {

@@ -205,7 +205,10 @@ impl<'a> Tree<'a> {
                         }
                         Style::Single | Style::Double => {
                             let body = skip_properties(text, start, end);
-                            (body, quoted_end(text, body).min(end).max(body))
+                            (
+                                body,
+                                super::quoted_end(text.as_bytes(), body).min(end).max(body),
+                            )
                         }
                         Style::Plain => (skip_properties(text, start, end), end),
                     };
@@ -540,28 +543,6 @@ fn trim_end(text: &str, start: usize, mut end: usize, bytes: &[u8]) -> usize {
         end -= 1;
     }
     end
-}
-
-/// Index just after the quoted scalar opening at `open`.
-fn quoted_end(text: &str, open: usize) -> usize {
-    let b = text.as_bytes();
-    let Some(&q) = b.get(open) else { return open };
-    let mut i = open + 1;
-    while i < b.len() {
-        if q == b'"' && b[i] == b'\\' {
-            i += 2;
-            continue;
-        }
-        if b[i] == q {
-            if q == b'\'' && b.get(i + 1) == Some(&b'\'') {
-                i += 2;
-                continue;
-            }
-            return i + 1;
-        }
-        i += 1;
-    }
-    b.len()
 }
 
 /// Skips `&anchor` and `!tag` properties (and the blanks after them) at the start of a scalar.
