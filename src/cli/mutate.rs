@@ -440,16 +440,9 @@ fn render_diff(done: &[Done]) -> Result<String, StreamError> {
                     .unwrap_or("");
                 let new = new.as_str().unwrap_or("");
                 if old != new {
-                    // Diff against the re-serialised original so only what promfed changed shows,
-                    // not the formatting the YAML round trip normalises (the patch carries that too).
-                    let normalised = serde_yaml::from_str::<serde_yaml::Value>(old)
-                        .ok()
-                        .and_then(|v| serde_yaml::to_string(&v).ok());
-                    out.push_str(&unified(
-                        normalised.as_deref().unwrap_or(old),
-                        new,
-                        &format!("{what}/data/{key}"),
-                    ));
+                    // The rewrite keeps every byte it does not edit, so the plain text diff
+                    // shows exactly promfed's edits.
+                    out.push_str(&unified(old, new, &format!("{what}/data/{key}")));
                 }
             }
         } else {
