@@ -26,9 +26,34 @@ pub fn rewrite_rule_file(key: &str, text: &str, values: &Values) -> Result<Edit,
         source: Box::new(source),
     };
     let tree = parse_tree(text).map_err(doc_err)?;
+    // A file without groups (TKG ships `alerting_rules.yml` as `{}`) only gets the health group.
+    let first_group = || match health::plan_group(key, None, values) {
+        GroupEdit::Append(g) => Some(g),
+        _ => None,
+    };
     let Some(root) = tree.root.filter(|r| !tree.is_null(*r)) else {
-        // An empty string or a comment-only file: nothing to do, keep it as it is.
-        return Ok(Edit::unchanged(Vec::new()));
+        // An empty string or a comment-only file: keep it as it is, or add the health group below.
+        let Some(g) = first_group() else {
+            return Ok(Edit::unchanged(Vec::new()));
+        };
+        let mut lines = vec!["groups:".to_owned()];
+        lines.extend(Editor::new(&tree).item_lines(&g, 0, 1));
+        let eol = tree.eol();
+        let sep = if text.is_empty() || text.ends_with('\n') {
+            ""
+        } else {
+            eol
+        };
+        // `---`/`...` markers or a null document would swallow the new text: say so instead.
+        if text.lines().any(|l| {
+            l.trim() == "---" || l.trim() == "..." || l.trim() == "~" || l.trim() == "null"
+        }) {
+            return Ok(Edit::unchanged(vec![health_not_placed(key)]));
+        }
+        return Ok(Edit {
+            text: Some(format!("{text}{sep}{}{eol}", lines.join(eol))),
+            warnings: Vec::new(),
+        });
     };
     expect_map(&tree, root, || "the document".to_owned()).map_err(|e| {
         doc_err(
@@ -40,12 +65,43 @@ pub fn rewrite_rule_file(key: &str, text: &str, values: &Values) -> Result<Edit,
         )
     })?;
     let Some(groups_entry) = tree.get(root, "groups") else {
-        return Ok(Edit::unchanged(Vec::new()));
+        let Some(g) = first_group() else {
+            return Ok(Edit::unchanged(Vec::new()));
+        };
+        if tree.is_alias(root) || tree.nodes[root].anchored {
+            return Ok(Edit::unchanged(vec![health_not_placed(key)]));
+        }
+        let mut ed = Editor::new(&tree);
+        if tree.map(root).is_some_and(<[_]>::is_empty) {
+            // `{}`: the whole document becomes the group list.
+            let mut lines = vec!["groups:".to_owned()];
+            lines.extend(ed.item_lines(&g, 0, 1));
+            let node = &tree.nodes[root];
+            ed.splices
+                .replace(node.body, node.end, lines.join(ed.eol()));
+        } else {
+            ed.add_entry(root, "groups", &Value::Sequence(vec![g]));
+        }
+        let text = ed.splices.apply(text).map_err(|e| doc_err(e.into()))?;
+        return Ok(Edit {
+            text,
+            warnings: Vec::new(),
+        });
     };
     let Some(groups) = list_or_null(&tree, groups_entry.value, || "groups".to_owned())
         .map_err(|e| doc_err(e.into()))?
     else {
-        return Ok(Edit::unchanged(Vec::new()));
+        let Some(g) = first_group() else {
+            return Ok(Edit::unchanged(Vec::new()));
+        };
+        // `groups:` with no value: give it the health group, in flow form.
+        let mut ed = Editor::new(&tree);
+        ed.replace_with_flow(groups_entry.value, &Value::Sequence(vec![g]));
+        let text = ed.splices.apply(text).map_err(|e| doc_err(e.into()))?;
+        return Ok(Edit {
+            text,
+            warnings: Vec::new(),
+        });
     };
     let mode = RuleMode::new(key, values);
     // The health group promfed owns, if the file has it: (index, as Prometheus reads it).
@@ -344,5 +400,36 @@ mod tests {
             w[0].starts_with("data key \"recording_rules.yml\", group \"g\", rule \"r:copy\": label_replace reads the label \"cluster\""),
             "{w:?}"
         );
+    }
+
+    #[test]
+    fn a_file_without_groups_gets_the_health_group_once() {
+        let v = Values::from_yaml_str(
+            "additionalScrapeConfigs:\n- job_name: federation\n  static_configs:\n  - targets: [a:9090]\n    labels: {cluster: a}\n",
+        )
+        .unwrap();
+        // TKG ships alerting_rules.yml as `{}`; an empty or comment-only file and `groups:` too.
+        for text in ["{}\n", "{}", "", "# no alerts yet\n", "groups:\n", "x: 1\n"] {
+            let e = rewrite_rule_file("alerting_rules.yml", text, &v).unwrap();
+            let out = e.text.unwrap_or_else(|| panic!("{text:?}: unchanged"));
+            let doc: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+            let groups = doc["groups"].as_sequence().unwrap();
+            assert_eq!(groups.len(), 1, "{text:?}: {out}");
+            assert_eq!(groups[0]["name"], Value::from(health::GROUP_NAME), "{out}");
+            if text.starts_with('#') || text == "x: 1\n" {
+                assert!(out.starts_with(text), "kept: {out}");
+            }
+            let again = rewrite_rule_file("alerting_rules.yml", &out, &v).unwrap();
+            assert!(
+                again.text.is_none(),
+                "{text:?}: not idempotent: {:?}",
+                again.text
+            );
+        }
+        // Not the health group's file, or no federation job: nothing to add.
+        let e = rewrite_rule_file("recording_rules.yml", "{}\n", &v).unwrap();
+        assert!(e.text.is_none());
+        let e = rewrite_rule_file("alerting_rules.yml", "{}\n", &Values::default()).unwrap();
+        assert!(e.text.is_none());
     }
 }
