@@ -110,12 +110,24 @@ pub fn rewrite_prometheus_yml(
             .iter()
             .position(|f| f.get("job_name").and_then(Value::as_str) == Some(job));
         let Some(f) = fed else {
+            // Only the parts that can set the cluster label are read back as values.
             let mut budget = COMPARE_BUDGET;
-            if let Some(Value::Mapping(local)) = tree.to_value(sc, &mut budget) {
-                warnings.extend(super::checks::local_job_sets_cluster_label(
-                    job, &local, values,
-                ));
+            let mut local = Mapping::new();
+            for part in [
+                "static_configs",
+                "relabel_configs",
+                "metric_relabel_configs",
+            ] {
+                if let Some(v) = tree
+                    .get(sc, part)
+                    .and_then(|e| tree.to_value(e.value, &mut budget))
+                {
+                    local.insert(Value::from(part), v);
+                }
             }
+            warnings.extend(super::checks::local_job_sets_cluster_label(
+                job, &local, values,
+            ));
             add_local_rule(&mut ed, sc, values).map_err(scrape_err)?;
             continue;
         };

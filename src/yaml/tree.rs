@@ -500,6 +500,11 @@ impl<'a> Tree<'a> {
                 value,
                 style: Style::Plain,
                 tagged: false,
+            } if plain_is_string(value) => Value::String(value.to_string()),
+            Kind::Scalar {
+                value,
+                style: Style::Plain,
+                tagged: false,
             } => serde_yaml::from_str::<Value>(value).unwrap_or(Value::String(value.to_string())),
             Kind::Scalar { value, .. } => Value::String(value.to_string()),
             Kind::Seq(items) => Value::Sequence(
@@ -518,6 +523,24 @@ impl<'a> Tree<'a> {
             Kind::Alias(_) => return None,
         })
     }
+}
+
+/// True for a plain scalar that serde_yaml (YAML 1.2 core schema) can only read as a string: it
+/// starts with a letter, `_` or `/` and is none of the null, boolean or special-float words. Such
+/// scalars (most of a Prometheus config) skip a whole serde_yaml parse each in [`Tree::to_value`].
+fn plain_is_string(s: &str) -> bool {
+    let Some(first) = s.bytes().next() else {
+        return false;
+    };
+    if !(first.is_ascii_alphabetic() || first == b'_' || first == b'/') {
+        return false;
+    }
+    !matches!(
+        s,
+        "null" | "Null" | "NULL" | "true" | "True" | "TRUE" | "false" | "False" | "FALSE"
+    ) && !["inf", "infinity", "nan"]
+        .iter()
+        .any(|w| s.eq_ignore_ascii_case(w))
 }
 
 /// Where [`Tree::get`] found a key.
@@ -627,5 +650,45 @@ mod tests {
         assert!(e.message.contains("expands to more than 64 MiB"), "{e}");
         assert!(Tree::parse("").unwrap().root.is_none());
         assert!(Tree::parse("# only\n").unwrap().root.is_none());
+    }
+
+    #[test]
+    fn the_string_fast_path_agrees_with_serde_yaml() {
+        for w in [
+            "kubernetes-pods",
+            "__address__",
+            "/federate",
+            "https",
+            "a b",
+            "yes",
+            "No",
+            "on",
+            "y",
+            "infinite",
+            "nano",
+            "Inf",
+            "inf",
+            "NaN",
+            "nan",
+            "Infinity",
+            "null",
+            "Null",
+            "NULL",
+            "true",
+            "True",
+            "TRUE",
+            "false",
+            "FALSE",
+            "tRUE",
+            "x1e3",
+            "e3",
+            "_1",
+        ] {
+            let serde: serde_yaml::Value =
+                serde_yaml::from_str(w).unwrap_or(serde_yaml::Value::String(w.into()));
+            if plain_is_string(w) {
+                assert_eq!(serde, serde_yaml::Value::String(w.into()), "{w}");
+            }
+        }
     }
 }
