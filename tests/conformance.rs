@@ -18,6 +18,7 @@ const EXCEPTIONS: &[(&str, &str)] = &[];
 
 const TRICKY: &str = include_str!("fixtures/promql/tricky.promql");
 const DIFFERENTIAL: &str = include_str!("fixtures/differential/rules.yml");
+const FLEET_ALERTING: &str = include_str!("fixtures/fleet_alerting/rules.yml");
 
 fn values() -> Values {
     Values::from_yaml_str("localClusterName: local\n").unwrap()
@@ -186,24 +187,65 @@ fn promtool_verdicts(dir: &Path, names: &[String]) -> BTreeMap<String, (bool, St
     out
 }
 
-#[test]
-fn what_promtool_accepts_promfed_accepts_and_rewrites_into_what_promtool_accepts() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut files: Vec<(String, String)> = Vec::new();
+/// Every expression of the corpus: tricky ones, real-world rules, generated forms.
+fn corpus() -> Vec<String> {
     let mut exprs: Vec<String> = TRICKY
         .lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
         .map(str::to_owned)
         .collect();
-    let diff: serde_yaml::Value = serde_yaml::from_str(DIFFERENTIAL).unwrap();
-    for g in diff["groups"].as_sequence().into_iter().flatten() {
-        for r in g["rules"].as_sequence().into_iter().flatten() {
-            if let Some(e) = r["expr"].as_str() {
-                exprs.push(e.to_owned());
+    exprs.extend(real_world());
+    exprs.extend(generated());
+    exprs
+}
+
+/// The recording and alerting rules of the differential and fleet-alerting fixtures.
+fn real_world() -> Vec<String> {
+    let mut exprs = Vec::new();
+    for text in [DIFFERENTIAL, FLEET_ALERTING] {
+        let doc: serde_yaml::Value = serde_yaml::from_str(text).unwrap();
+        for g in doc["groups"].as_sequence().into_iter().flatten() {
+            for r in g["rules"].as_sequence().into_iter().flatten() {
+                if let Some(e) = r["expr"].as_str() {
+                    exprs.push(e.to_owned());
+                }
             }
         }
     }
-    exprs.extend(generated());
+    exprs
+}
+
+/// The fast PromQL parser builds exactly promql-parser's tree whenever it takes an expression
+/// (and takes nothing promql-parser refuses); it takes nearly all real-world rules, so the
+/// admission path rarely pays for the LR parser.
+#[test]
+fn fast_parser_agrees_with_promql_parser_on_the_corpus() {
+    let mut wrong = Vec::new();
+    for e in corpus() {
+        if let Err(why) = promfed::promql::check_fast_parser(&e) {
+            wrong.push(why);
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    let real = real_world();
+    let taken = real
+        .iter()
+        .filter(|e| promfed::promql::check_fast_parser(e) == Ok(true))
+        .count();
+    assert!(real.len() >= 100, "only {} real-world rules", real.len());
+    // Declined today: only rules using what the fast path leaves alone on purpose.
+    assert!(
+        taken * 100 >= real.len() * 95,
+        "fast path took only {taken} of {} real-world rules",
+        real.len()
+    );
+}
+
+#[test]
+fn what_promtool_accepts_promfed_accepts_and_rewrites_into_what_promtool_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files: Vec<(String, String)> = Vec::new();
+    let exprs = corpus();
     for (i, e) in exprs.iter().enumerate() {
         files.push((format!("expr-{i:03}.yml"), rule_file(e)));
     }

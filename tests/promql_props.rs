@@ -400,11 +400,36 @@ proptest! {
     #[test]
     fn arbitrary_text_never_panics(src in "\\PC{0,40}") {
         let _ = rewrite_expr(&src, &opts());
+        promfed::promql::check_fast_parser(&src).map_err(TestCaseError::fail)?;
     }
 
     #[test]
     fn promql_looking_text_never_panics(src in "[a-z_(){}\\[\\]\"'`=~!,.:@#+*/^<>0-9 -]{0,40}") {
         let _ = rewrite_expr(&src, &opts());
+        promfed::promql::check_fast_parser(&src).map_err(TestCaseError::fail)?;
+    }
+
+    /// The fast PromQL parser builds promql-parser's exact tree for every generated
+    /// expression it takes, and it takes them (they are all plain rule-file PromQL).
+    #[test]
+    fn fast_parser_builds_promql_parsers_tree(src in vector_expr()) {
+        let taken = promfed::promql::check_fast_parser(&src).map_err(TestCaseError::fail)?;
+        prop_assert!(taken || src.contains('@') || src.contains('`'), "declined {}", src);
+    }
+
+    /// Near-PromQL token soup: whatever the fast path takes, promql-parser parses to the same
+    /// tree (mostly these are errors, which the fast path must leave alone).
+    #[test]
+    fn fast_parser_takes_nothing_promql_parser_refuses(
+        parts in proptest::collection::vec(proptest::sample::select(vec![
+            "x", "y{a=\"b\"}", "{a=~'c'}", "sum", "by", "(", ")", "[5m]", "[5m:]", "offset", "5m",
+            "1", "-", "+", "*", "/", "^", "==", "bool", "on", "(a)", "group_left", "and", "or",
+            ",", "rate", "\"s\"", "topk", "count_values", "vector", "without", "ignoring", "@",
+            "1e3", ".5", "#c\n", "time()", "abs",
+        ]), 1..12)
+    ) {
+        let src = parts.join(" ");
+        promfed::promql::check_fast_parser(&src).map_err(TestCaseError::fail)?;
     }
 }
 

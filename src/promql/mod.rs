@@ -15,6 +15,7 @@
 //! `promql_parser::parser::parse` -> `rewrite::Rewriter` -> our printer.
 
 mod check;
+mod fast;
 mod fleet;
 mod labels;
 mod lex;
@@ -141,12 +142,44 @@ fn parse(src: &str) -> Result<Expr, PromqlError> {
     parse_text(&lex::prepare(src)?)
 }
 
-/// promql-parser under `catch_unwind` as a last resort: the pre-pass avoids the panics we
-/// know of, this turns unknown ones into errors.
+/// Our fast path ([`fast`]), else promql-parser; under `catch_unwind` as a last resort: the
+/// pre-pass avoids the panics we know of, this turns unknown ones into errors.
 fn parse_text(text: &str) -> Result<Expr, PromqlError> {
-    let parsed = std::panic::catch_unwind(|| promql_parser::parser::parse(text))
-        .map_err(|_| PromqlError::Parse("the PromQL parser crashed on this input".into()))?;
+    let parsed = std::panic::catch_unwind(|| {
+        fast::parse(text).map_or_else(|| promql_parser::parser::parse(text), Ok)
+    })
+    .map_err(|_| PromqlError::Parse("the PromQL parser crashed on this input".into()))?;
     parsed.map_err(PromqlError::Parse)
+}
+
+/// Test hook for the fast path's contract: `Ok(true)` when [`fast`] parsed `src` (after the
+/// pre-pass, with and without regex marking) to exactly promql-parser's tree, `Ok(false)` when
+/// it left `src` to promql-parser, `Err` with both trees when it built something else, or
+/// accepted what promql-parser refuses.
+#[doc(hidden)]
+pub fn check_fast_parser(src: &str) -> Result<bool, String> {
+    register_prometheus_2_42_functions();
+    let mut taken = false;
+    for (i, text) in [lex::prepare_marked(src).map(|m| m.text), lex::prepare(src)]
+        .into_iter()
+        .enumerate()
+    {
+        let Ok(text) = text else { continue };
+        let Some(got) = fast::parse(&text) else {
+            continue;
+        };
+        taken |= i == 0;
+        match promql_parser::parser::parse(&text) {
+            // (Debug as well: NaN literals are never `==`.)
+            Ok(want) if want == got || format!("{want:?}") == format!("{got:?}") => {}
+            want => {
+                return Err(format!(
+                    "{text:?}: fast path {got:?}, promql-parser {want:?}"
+                ));
+            }
+        }
+    }
+    Ok(taken)
 }
 
 /// promql-parser 0.11 follows Prometheus 3, which renamed `holt_winters` (still the name in
