@@ -1,7 +1,9 @@
 //! Load test of `promfed serve` over TLS on 127.0.0.1: a bounded, open-loop tokio client that
-//! sends the realistic UPDATE review (a TKG Prometheus ConfigMap as object and oldObject,
-//! ~28 KB, answered with a ~16 KB patch) at a fixed rate, then a short closed-loop run at full
-//! speed. It prints throughput, p50/p90/p99/max latency, errors, and the server's peak RSS
+//! sends a realistic UPDATE review (a TKG Prometheus ConfigMap as object and oldObject) at a
+//! fixed rate, then a short closed-loop run at full speed. The review is the ~60 KB one of the
+//! rewrite bench (171 real-world recording rules, see benches/common), or with
+//! PROMFED_LOAD_REVIEW=small the ~28 KB admission fixture. It prints throughput,
+//! p50/p90/p99/max latency, errors, and the server's peak RSS
 //! (VmHWM) and CPU time, read from /proc of the server process.
 //!
 //! The server runs as a separate process, the release `promfed serve`, so its RSS and CPU
@@ -9,7 +11,8 @@
 //!
 //! `cargo bench --bench load`; knobs (environment): PROMFED_LOAD_RATE (requests/s, 500),
 //! PROMFED_LOAD_SECS (10), PROMFED_LOAD_CONCURRENCY (max requests in flight, 64),
-//! PROMFED_LOAD_HTTP (1 or 2; 2 is what kube-apiserver negotiates, default 2).
+//! PROMFED_LOAD_HTTP (1 or 2; 2 is what kube-apiserver negotiates, default 2),
+//! PROMFED_LOAD_REVIEW (`small` for the 28 KB fixture).
 //! Latency is measured from the moment a request was scheduled, so a server that falls
 //! behind shows it (no coordinated omission).
 
@@ -22,7 +25,9 @@ use std::time::{Duration, Instant};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use tokio::sync::Semaphore;
 
-const REVIEW: &str = include_str!("../tests/fixtures/admission/configmap-update.json");
+mod common;
+
+const SMALL_REVIEW: &str = include_str!("../tests/fixtures/admission/configmap-update.json");
 const VALUES: &str = include_str!("../tests/fixtures/admission/values.yaml");
 /// Hard bound on the whole run, whatever the knobs say.
 const MAX_RUN: Duration = Duration::from_secs(120);
@@ -269,23 +274,29 @@ async fn parent() {
     let secs: u64 = env_or("PROMFED_LOAD_SECS", 10);
     let concurrency: usize = env_or("PROMFED_LOAD_CONCURRENCY", 64);
     let http: u8 = env_or("PROMFED_LOAD_HTTP", 2);
+    let review_text = match std::env::var("PROMFED_LOAD_REVIEW").as_deref() {
+        Ok("small") => SMALL_REVIEW.to_owned(),
+        _ => common::review_60kb(0),
+    };
+    let review_bytes = review_text.as_bytes();
     // What one review costs without any network, for comparison with the latencies below.
     let values = promfed::config::Values::from_yaml_str(VALUES).expect("values");
     let mut costs: Vec<Duration> = (0..200)
         .map(|_| {
             let t = Instant::now();
-            let r = promfed::admission::review(REVIEW.as_bytes(), &values).expect("review");
+            let r = promfed::admission::review(review_bytes, &values).expect("review");
             assert!(r.body.len() > 1000);
             t.elapsed()
         })
         .collect();
     costs.sort();
     println!(
-        "in-process admission::review of the fixture: p50 {:.2} ms, p99 {:.2} ms (one core, no TLS/HTTP)",
+        "in-process admission::review of the {} B review: p50 {:.2} ms, p99 {:.2} ms (one core, no TLS/HTTP)",
+        review_bytes.len(),
         pct(&costs, 0.5),
         pct(&costs, 0.99)
     );
-    let review: serde_json::Value = serde_json::from_str(REVIEW).expect("fixture");
+    let review: serde_json::Value = serde_json::from_str(&review_text).expect("review");
     let object = &review["request"]["object"];
     let mut engine: Vec<Duration> = (0..200)
         .map(|_| {
@@ -333,12 +344,12 @@ async fn parent() {
     );
     println!(
         "load: {} B UPDATE review (object + oldObject), HTTP/{http}, TLS 1.3, {rate} req/s for {secs}s, max {concurrency} in flight; client on the same 2 cores",
-        REVIEW.len()
+        review_bytes.len()
     );
 
     let client = client(&certs.ca_der, http);
     let url = format!("https://{admission}/mutate");
-    let body = axum::body::Bytes::from_static(REVIEW.as_bytes());
+    let body = axum::body::Bytes::from(review_text.clone());
     // Warm-up: connections and allocator.
     for _ in 0..50 {
         one(&client, &url, &body).await;
