@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::config::{OnError, Values};
 use crate::object_ref::describe;
-use crate::rewrite::{RewriteError, mutate_object};
+use crate::rewrite::{Memo, RewriteError, mutate_object_with};
 
 /// The only review version kube-apiserver sends to a `admissionReviewVersions: [v1]` webhook.
 pub const API_VERSION: &str = "admission.k8s.io/v1";
@@ -125,6 +125,12 @@ impl Decision {
 
 /// Decodes `body`, decides, encodes the response. Never logs object contents.
 pub fn review(body: &[u8], values: &Values) -> Result<Reviewed, AdmissionError> {
+    review_with(body, values, &Memo::off())
+}
+
+/// [`review`], answering ConfigMap data keys seen before from `memo` (the server's, which
+/// belongs to `values`).
+pub fn review_with(body: &[u8], values: &Values, memo: &Memo) -> Result<Reviewed, AdmissionError> {
     let mut doc: Value = serde_json::from_slice(body).map_err(AdmissionError::NotJson)?;
     let field = |name: &str| {
         doc.get(name)
@@ -162,7 +168,7 @@ pub fn review(body: &[u8], values: &Values) -> Result<Reviewed, AdmissionError> 
     } else {
         req.name.as_str()
     };
-    let Decision { response, outcome } = decide(&req, &object, values)?;
+    let Decision { response, outcome } = decide(&req, &object, values, memo)?;
     let body = encode(response)?;
     Ok(Reviewed {
         name: name.to_owned(),
@@ -196,6 +202,7 @@ fn decide(
     req: &AdmissionRequest<DynamicObject>,
     object: &Value,
     values: &Values,
+    memo: &Memo,
 ) -> Result<Decision, AdmissionError> {
     let allowed = AdmissionResponse::from(req);
     match req.operation {
@@ -209,7 +216,7 @@ fn decide(
     if object.is_null() {
         return Ok(Decision::new(allowed, Outcome::Skipped("no object")));
     }
-    match mutate_object(object, values) {
+    match mutate_object_with(object, values, memo) {
         Ok(m) => {
             let mut response = allowed;
             if !m.warnings.is_empty() {
@@ -343,5 +350,25 @@ mod tests {
         let patch: Value = serde_json::from_slice(&raw).unwrap();
         assert_eq!(patch[0]["op"], "replace");
         assert_eq!(patch[0]["path"], "/data/prometheus.yml");
+    }
+
+    #[test]
+    fn an_answer_from_the_memo_is_the_computed_answer() {
+        let obj = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "prometheus-server", "namespace": "n",
+            "labels": {"app": "prometheus", "component": "server"}},
+        "data": {
+            "prometheus.yml": "rule_files: [/etc/config/r.yml]\nscrape_configs:\n- job_name: a\n",
+            "recording_rules.yml": "groups:\n- name: g\n  rules:\n  - record: r\n    expr: sum(x)\n",
+        }});
+        let body = review_json("UPDATE", obj);
+        let values = Values::default();
+        let memo = Memo::new(1 << 20);
+        let computed = review(&body, &values).unwrap().body;
+        let first = review_with(&body, &values, &memo).unwrap().body;
+        assert!(memo.held_bytes() > 0);
+        let remembered = review_with(&body, &values, &memo).unwrap().body;
+        assert_eq!(first, computed);
+        assert_eq!(remembered, computed);
     }
 }

@@ -82,6 +82,8 @@ pub struct Metrics {
     reload_failures: Family<ReloadLabels, Counter>,
     cert_expiry: Gauge,
     in_flight: Gauge,
+    memo_hits: Counter,
+    memo_misses: Counter,
 }
 
 impl Default for Metrics {
@@ -150,6 +152,18 @@ impl Metrics {
             "Admission requests being read or answered now",
             in_flight.clone(),
         );
+        let memo_hits = Counter::default();
+        registry.register(
+            "rewrite_memo_hits",
+            "ConfigMap data keys answered from the rewrite memo (the same text seen before)",
+            memo_hits.clone(),
+        );
+        let memo_misses = Counter::default();
+        registry.register(
+            "rewrite_memo_misses",
+            "ConfigMap data keys rewritten because the memo did not hold them",
+            memo_misses.clone(),
+        );
         Self {
             registry,
             requests,
@@ -160,7 +174,15 @@ impl Metrics {
             reload_failures,
             cert_expiry,
             in_flight,
+            memo_hits,
+            memo_misses,
         }
+    }
+
+    /// A rewrite memo of `capacity_bytes` whose lookups these metrics count.
+    pub fn memo(&self, capacity_bytes: usize) -> crate::rewrite::Memo {
+        crate::rewrite::Memo::new(capacity_bytes)
+            .counting(self.memo_hits.clone(), self.memo_misses.clone())
     }
 
     /// Counts one admission request.

@@ -704,8 +704,15 @@ async fn local_name_in_use(s: &TestServer) -> String {
 async fn values_reload_good_then_broken() {
     let s = TestServer::start(Opts::default()).await;
     assert_eq!(local_name_in_use(&s).await, "shared-tools");
+    // The same ConfigMap again is answered from the rewrite memo...
+    assert_eq!(local_name_in_use(&s).await, "shared-tools");
+    let m = s.metrics_text().await;
+    assert!(metric(&m, "promfed_rewrite_memo_hits_total") >= 1.0, "{m}");
+    let misses = metric(&m, "promfed_rewrite_memo_misses_total");
+    assert!(misses >= 1.0, "{m}");
 
-    // The values ConfigMap volume is swapped atomically by the kubelet: write it the same way.
+    // ...which must not outlive the values it was computed with (the loop below sends that
+    // same ConfigMap). The values ConfigMap volume is swapped atomically by the kubelet: write it the same way.
     support::replace_file(
         &s.values_path,
         &VALUES.replace(
@@ -771,6 +778,8 @@ async fn probes_and_metrics_format() {
         "# TYPE promfed_config_reloads counter",
         "# TYPE promfed_config_reload_failures counter",
         "# TYPE promfed_certificate_expiry_timestamp_seconds gauge",
+        "# TYPE promfed_rewrite_memo_hits counter",
+        "# TYPE promfed_rewrite_memo_misses counter",
     ] {
         assert!(m.contains(family), "{family} missing:\n{m}");
     }

@@ -54,6 +54,11 @@ pub struct ServeArgs {
     /// How often the values file and the certificate are checked for changes.
     #[arg(long, env = "PROMFED_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub reload_interval: Duration,
+    /// Bound of the rewrite memo in MiB (inputs and outputs held): kapp-controller sends the
+    /// same ConfigMap on every sync, and a data key seen before is answered from the memo.
+    /// 0 turns it off. Emptied when the values are reloaded.
+    #[arg(long, env = "PROMFED_REWRITE_MEMO_MIB", default_value_t = crate::server::DEFAULT_MEMO_BYTES / (1024 * 1024))]
+    pub rewrite_memo_mib: usize,
     /// Where the self-signed CA certificate (PEM) is written when no certificate is given.
     /// Default: promfed-ca.pem in the temporary directory.
     #[arg(long, env = "PROMFED_CA_OUT")]
@@ -101,6 +106,7 @@ impl From<&ServeArgs> for Settings {
             shutdown_grace: a.shutdown_grace,
             shutdown_delay: a.shutdown_delay,
             reload_interval: a.reload_interval,
+            memo_bytes: a.rewrite_memo_mib.saturating_mul(1024 * 1024),
         }
     }
 }

@@ -5,7 +5,7 @@
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde::Deserialize;
 
-use super::{Mutation, RewriteError, Target, fleet, rules, scrape};
+use super::{Memo, Mutation, RewriteError, Target, fleet, rules, scrape};
 use crate::config::{PROMETHEUS_YML, Values};
 
 /// True when `cm` is the Prometheus server ConfigMap as configured by `match.configMap`.
@@ -21,13 +21,14 @@ pub fn matches(cm: &ConfigMap, values: &Values) -> bool {
 pub fn mutate_configmap(
     object: &serde_json::Value,
     values: &Values,
+    memo: &Memo,
 ) -> Result<Mutation, RewriteError> {
     let cm = ConfigMap::deserialize(object)
         .map_err(|e| RewriteError::Object(format!("not a valid ConfigMap: {e}")))?;
     if !matches(&cm, values) {
         return Ok(Mutation::default());
     }
-    let (changed, warnings) = rewrite_data(&cm, values)?;
+    let (changed, warnings) = rewrite_data(&cm, values, memo)?;
     if !changed.is_empty() {
         check_size(&cm, &changed)?;
     }
@@ -48,13 +49,20 @@ pub fn mutate_configmap(
 /// order (rule files in `ruleFiles` order), and the warnings. Every other key is left alone.
 type Changed = Vec<(String, String)>;
 
-fn rewrite_data(cm: &ConfigMap, values: &Values) -> Result<(Changed, Vec<String>), RewriteError> {
+fn rewrite_data(
+    cm: &ConfigMap,
+    values: &Values,
+    memo: &Memo,
+) -> Result<(Changed, Vec<String>), RewriteError> {
     let mut changed = Vec::new();
     let mut warnings = Vec::new();
     let empty = std::collections::BTreeMap::new();
     let data = cm.data.as_ref().unwrap_or(&empty);
     if let Some(text) = data.get(PROMETHEUS_YML) {
-        let edit = scrape::rewrite_prometheus_yml(PROMETHEUS_YML, text, values)?;
+        let (edit, _) = memo.get_or_rewrite(PROMETHEUS_YML, text, || {
+            scrape::rewrite_prometheus_yml(PROMETHEUS_YML, text, values)
+        });
+        let edit = edit?;
         warnings.extend(edit.warnings);
         if let Some(new) = edit.text {
             changed.push((PROMETHEUS_YML.to_owned(), new));
@@ -69,7 +77,9 @@ fn rewrite_data(cm: &ConfigMap, values: &Values) -> Result<(Changed, Vec<String>
             }
             continue;
         };
-        let edit = rules::rewrite_rule_file(key, text, values)?;
+        let (edit, _) =
+            memo.get_or_rewrite(key, text, || rules::rewrite_rule_file(key, text, values));
+        let edit = edit?;
         warnings.extend(edit.warnings);
         if let Some(new) = edit.text {
             changed.push((key.clone(), new));
@@ -134,7 +144,7 @@ mod tests {
             "metadata": {"name": "prometheus-server", "labels": {"app": "prometheus", "component": "server"}},
             "data": {"recording_rules.yml": "groups: []\n"}
         });
-        let m = mutate_configmap(&cm, &values).unwrap();
+        let m = mutate_configmap(&cm, &values, &Memo::off()).unwrap();
         assert!(m.patch.0.is_empty());
         assert_eq!(m.warnings.len(), 1, "{:?}", m.warnings);
         assert!(
@@ -144,14 +154,14 @@ mod tests {
             m.warnings
         );
         // The defaults name no key themselves: a ConfigMap without them is no typo.
-        let m = mutate_configmap(&cm, &Values::default()).unwrap();
+        let m = mutate_configmap(&cm, &Values::default(), &Memo::off()).unwrap();
         assert!(m.warnings.is_empty(), "{:?}", m.warnings);
         let none = serde_json::json!({
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "prometheus-server", "labels": {"app": "prometheus", "component": "server"}},
             "data": {"prometheus.yml": "scrape_configs: []\n"}
         });
-        let m = mutate_configmap(&none, &Values::default()).unwrap();
+        let m = mutate_configmap(&none, &Values::default(), &Memo::off()).unwrap();
         assert!(m.warnings.is_empty(), "{:?}", m.warnings);
     }
 }

@@ -5,12 +5,14 @@
 
 use crate::config::Values;
 use crate::yaml::tree::{Kind, NodeId, Tree};
+pub use memo::Memo;
 
 pub(crate) mod checks;
 pub mod configmap;
 pub mod deployment;
 pub mod fleet;
 pub(crate) mod health;
+pub mod memo;
 pub mod rules;
 pub mod scrape;
 
@@ -253,10 +255,20 @@ pub fn mutate_object(
     object: &serde_json::Value,
     values: &Values,
 ) -> Result<Mutation, RewriteError> {
+    mutate_object_with(object, values, &Memo::off())
+}
+
+/// [`mutate_object`], answering data keys seen before from `memo` (which must belong to
+/// `values`: see [`memo`]).
+pub fn mutate_object_with(
+    object: &serde_json::Value,
+    values: &Values,
+    memo: &Memo,
+) -> Result<Mutation, RewriteError> {
     let api_version = object.get("apiVersion").and_then(serde_json::Value::as_str);
     let kind = object.get("kind").and_then(serde_json::Value::as_str);
     match (api_version, kind) {
-        (Some("v1"), Some("ConfigMap")) => configmap::mutate_configmap(object, values),
+        (Some("v1"), Some("ConfigMap")) => configmap::mutate_configmap(object, values, memo),
         (Some("apps/v1"), Some("Deployment")) => deployment::mutate_deployment(object, values),
         _ => Ok(Mutation::default()),
     }

@@ -261,18 +261,19 @@ async fn handle_review(state: &Arc<AppState>, req: Request) -> Result<Response, 
     )
     .await?;
     let started = Instant::now();
-    let values = state.values();
+    let (values, memo) = state.values_and_memo();
     // The rewrite is CPU work (YAML and PromQL parsing); keep it off the I/O threads.
-    let reviewed = tokio::task::spawn_blocking(move || admission::review(&body, &values))
-        .await
-        .map_err(|e| Rejection::TaskFailed(e.to_string()))?
-        .map_err(|e| {
-            if e.is_client_error() {
-                Rejection::Invalid(e)
-            } else {
-                Rejection::Internal(e)
-            }
-        })?;
+    let reviewed =
+        tokio::task::spawn_blocking(move || admission::review_with(&body, &values, &memo))
+            .await
+            .map_err(|e| Rejection::TaskFailed(e.to_string()))?
+            .map_err(|e| {
+                if e.is_client_error() {
+                    Rejection::Invalid(e)
+                } else {
+                    Rejection::Internal(e)
+                }
+            })?;
     let elapsed = started.elapsed();
     let (result, patch_bytes, reason) = match reviewed.outcome {
         Outcome::Patched { patch_bytes } => {

@@ -14,7 +14,7 @@ mod state;
 pub(crate) mod tls;
 
 pub use handlers::{app, probes};
-pub use state::AppState;
+pub use state::{AppState, DEFAULT_MEMO_BYTES};
 pub use tls::TlsError;
 
 use std::future::Future;
@@ -65,6 +65,8 @@ pub struct Settings {
     pub shutdown_delay: Duration,
     /// How often the values file and the certificate are checked for changes.
     pub reload_interval: Duration,
+    /// Bound of the rewrite memo in bytes (0: none); see [`crate::rewrite::memo`].
+    pub memo_bytes: usize,
 }
 
 /// Why the server could not start or stopped abnormally.
@@ -204,12 +206,15 @@ pub async fn serve_loaded(
     let resolver = Arc::new(CertResolver::new(cert.key));
     let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(resolver.clone())?));
 
-    let state = Arc::new(AppState::new(
-        values,
-        metrics,
-        settings.max_body_bytes,
-        settings.request_timeout,
-    ));
+    let state = Arc::new(
+        AppState::new(
+            values,
+            metrics,
+            settings.max_body_bytes,
+            settings.request_timeout,
+        )
+        .with_memo_bytes(settings.memo_bytes),
+    );
     state.set_ready();
 
     let (stop_tx, stop_rx) = watch::channel(false);

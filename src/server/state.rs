@@ -7,11 +7,18 @@ use std::time::Duration;
 
 use crate::config::Values;
 use crate::metrics::Metrics;
+use crate::rewrite::Memo;
+
+/// Default bound of the rewrite memo: a few ConfigMaps' worth (inputs and outputs), far below
+/// the chart's memory limit.
+pub const DEFAULT_MEMO_BYTES: usize = 16 * 1024 * 1024;
 
 /// State shared by the handlers, the reloader and the probes.
 #[derive(Debug)]
 pub struct AppState {
-    values: RwLock<Arc<Values>>,
+    /// The values in use and the rewrite memo that belongs to them, swapped together.
+    values: RwLock<(Arc<Values>, Arc<Memo>)>,
+    memo_bytes: usize,
     /// The server's metrics registry.
     pub metrics: Arc<Metrics>,
     pub(crate) max_body_bytes: usize,
@@ -29,7 +36,8 @@ impl AppState {
         request_timeout: Duration,
     ) -> Self {
         Self {
-            values: RwLock::new(Arc::new(values)),
+            values: RwLock::new((Arc::new(values), Arc::new(metrics.memo(DEFAULT_MEMO_BYTES)))),
+            memo_bytes: DEFAULT_MEMO_BYTES,
             metrics,
             max_body_bytes,
             request_timeout,
@@ -38,17 +46,36 @@ impl AppState {
         }
     }
 
+    /// Bounds the rewrite memo (0: no memo); starts a new, empty one.
+    #[must_use]
+    pub fn with_memo_bytes(mut self, bytes: usize) -> Self {
+        self.memo_bytes = bytes;
+        let memo = Arc::new(self.metrics.memo(bytes));
+        self.values
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .1 = memo;
+        self
+    }
+
     /// The values in use now (a reload swaps them for later requests only).
     pub fn values(&self) -> Arc<Values> {
+        self.values_and_memo().0
+    }
+
+    /// The values in use now and the memo of rewrites made with them.
+    pub fn values_and_memo(&self) -> (Arc<Values>, Arc<Memo>) {
         self.values
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
-    /// Swaps in reloaded values.
+    /// Swaps in reloaded values, with a new, empty memo (what was remembered was computed
+    /// with the old values).
     pub fn set_values(&self, values: Values) {
-        *self.values.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(values);
+        let memo = Arc::new(self.metrics.memo(self.memo_bytes));
+        *self.values.write().unwrap_or_else(PoisonError::into_inner) = (Arc::new(values), memo);
     }
 
     /// Marks configuration and certificate as loaded.

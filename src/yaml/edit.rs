@@ -477,41 +477,43 @@ pub fn scalar(s: &str, in_flow: bool) -> String {
 }
 
 /// True when `s` can be written plain and still be read as that very string by every reader.
+/// (One pass over the bytes: it runs for every key and value promfed writes.)
 pub fn plain_ok(s: &str, in_flow: bool) -> bool {
-    let Some(first) = s.bytes().next() else {
+    let b = s.as_bytes();
+    let (Some(&first), Some(&last)) = (b.first(), b.last()) else {
         return false;
     };
     if b"-?:,[]{}#&*!|>'\"%@`".contains(&first)
+        || matches!(first, b' ' | b'\t')
+        || matches!(last, b' ' | b'\t' | b':')
         || looks_numeric(s)
-        || s != s.trim_matches([' ', '\t'])
-        || s.contains(": ")
-        || s.contains(" #")
-        || s.contains(":\t")
-        || s.contains("\t#")
-        || s.ends_with(':')
-        || s.chars().any(needs_escape)
-        || s.contains('\t')
-        || (in_flow && s.contains([',', '[', ']', '{', '}', ':']))
     {
         return false;
     }
+    let mut prev = 0u8;
+    for &c in b {
+        let bad = match c {
+            b'\t' => true,
+            b' ' => prev == b':',
+            b'#' => prev == b' ',
+            b',' | b'[' | b']' | b'{' | b'}' | b':' => in_flow,
+            c => c < 0x20 || c == 0x7f,
+        };
+        if bad {
+            return false;
+        }
+        prev = c;
+    }
+    if !s.is_ascii() && s.chars().any(needs_escape) {
+        return false;
+    }
     // Booleans, nulls and the like of YAML 1.1 (Go yaml.v2) and 1.2.
-    !matches!(
-        s.to_ascii_lowercase().as_str(),
-        "~" | "null"
-            | "true"
-            | "false"
-            | "yes"
-            | "no"
-            | "y"
-            | "n"
-            | "on"
-            | "off"
-            | "="
-            | ".inf"
-            | "+.inf"
-            | ".nan"
-    )
+    ![
+        "~", "null", "true", "false", "yes", "no", "y", "n", "on", "off", "=", ".inf", "+.inf",
+        ".nan",
+    ]
+    .iter()
+    .any(|w| w.eq_ignore_ascii_case(s))
 }
 
 /// Could a YAML 1.1 or 1.2 reader take `s` for a number (decimal, hex, octal, binary, float,

@@ -816,6 +816,7 @@ pub fn mutate_with_server(
         shutdown_grace: Duration::from_secs(2),
         shutdown_delay: Duration::ZERO,
         reload_interval: Duration::from_secs(60),
+        memo_bytes: 16 * 1024 * 1024,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = rt.spawn(promfed::server::serve(listeners, settings, async move {

@@ -157,6 +157,7 @@ impl TestServer {
             shutdown_grace: opts.shutdown_grace,
             shutdown_delay: Duration::ZERO,
             reload_interval: Duration::from_millis(50),
+            memo_bytes: 16 * 1024 * 1024,
         };
         let admission_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
