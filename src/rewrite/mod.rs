@@ -1,7 +1,8 @@
 //! The rewrite engine: pure functions from a Kubernetes object and the [`Values`] to the
 //! JSON patch that turns it into its federated form (the ConfigMap's rewritten keys, or the
 //! Deployment's federation secret mounts). No I/O, no globals: the webhook
-//! ([`crate::admission`]) and `promfed mutate` ([`crate::cli`]) share it.
+//! ([`crate::admission`]) and `promfed mutate` ([`crate::cli`]) share it. The server's
+//! [`Memo`] of past results is handed in explicitly ([`mutate_object_with`]).
 
 use crate::config::Values;
 use crate::yaml::tree::{Kind, NodeId, Tree};

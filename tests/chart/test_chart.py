@@ -101,6 +101,7 @@ def test_deployment_is_restricted_and_probed():
     assert env["PROMFED_TLS_KEY"] == "/etc/promfed/tls/tls.key"
     assert env["PROMFED_LISTEN"] == "0.0.0.0:8443"
     assert env["PROMFED_METRICS_LISTEN"] == "0.0.0.0:8080"
+    assert env["PROMFED_REWRITE_MEMO_MIB"] == "16"
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"https": 8443, "metrics": 8080}
     # Directory mounts only: promfed reloads when the kubelet swaps the ..data symlink.
@@ -344,6 +345,8 @@ def test_config_file_is_checked_at_render_time_as_promfed_checks_it(promfed_bin,
         ({"webhook": {"timeoutSeconds": 31}}, "at '/webhook/timeoutSeconds'"),
         ({"replicaCount": 0}, "at '/replicaCount': minimum: got 0, want 1"),
         ({"logFormat": "xml"}, "at '/logFormat'"),
+        ({"rewriteMemoMiB": -1}, "at '/rewriteMemoMiB'"),
+        ({"rewriteMemoMiB": 1024}, "at '/rewriteMemoMiB'"),
         ({"dashboards": {"enable": True}}, "additional properties 'enable' not allowed"),
     ],
 )
