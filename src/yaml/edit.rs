@@ -279,6 +279,15 @@ impl<'t, 'a> Editor<'t, 'a> {
     }
 
     fn entry_lines(&self, key: &str, value: &Value, col: usize) -> Vec<String> {
+        if !is_nonempty_collection(value) {
+            // One line, as `block_lines` writes it (the common case: a label, an `expr`).
+            return vec![format!(
+                "{}{}: {}",
+                " ".repeat(col),
+                scalar(key, false),
+                value_scalar(value, false)
+            )];
+        }
         let mut map = serde_yaml::Mapping::new();
         map.insert(Value::String(key.to_owned()), value.clone());
         let mut lines = Vec::new();
