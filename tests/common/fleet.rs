@@ -12,15 +12,14 @@
 //! HTTP is a few lines of blocking HTTP/1.0 over `std::net` (and rustls for HTTPS), bounded by
 //! socket timeouts, as in [`super::prom`].
 
-use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use promfed::certs::{self, Ca, LeafSpec};
@@ -29,7 +28,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::{Value, json};
 
-use super::prom::{Sample, free_port, parse_http_answer, parse_result, prometheus_bin, url_encode};
+use super::process::ServerProcess;
+use super::prom::{Sample, parse_http_answer, parse_result, prometheus_bin, url_encode};
 use super::server::TestCa;
 pub use super::wait::wait_for;
 
@@ -295,10 +295,8 @@ pub struct PromSpec<'a> {
 #[derive(Debug)]
 pub struct PromProc {
     pub name: String,
-    child: Child,
-    addr: SocketAddr,
+    proc: ServerProcess,
     pub dir: PathBuf,
-    log_path: PathBuf,
     transport: Transport,
 }
 
@@ -308,10 +306,7 @@ impl PromProc {
     pub fn start(spec: &PromSpec<'_>) -> Result<Self> {
         let bin = prometheus_bin();
         std::fs::create_dir_all(&spec.dir)?;
-        let log_path = spec.dir.join("prometheus.log");
-        let mut last = anyhow!("no attempt made");
-        for _ in 0..PORT_ATTEMPTS {
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+        let command = |addr: SocketAddr| -> Result<Command> {
             for (name, content) in (spec.files)(addr)? {
                 std::fs::write(spec.dir.join(&name), content)
                     .with_context(|| format!("{}: writing {name}", spec.name))?;
@@ -332,69 +327,45 @@ impl PromProc {
                 std::fs::write(&path, web)?;
                 cmd.arg(format!("--web.config.file={}", path.display()));
             }
-            let log = File::create(&log_path)?;
-            let child = cmd
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .with_context(|| format!("spawning {}", bin.display()))?;
-            let mut proc = PromProc {
-                name: spec.name.to_owned(),
-                child,
-                addr,
-                dir: spec.dir.clone(),
-                log_path: log_path.clone(),
-                transport: spec.transport.clone(),
-            };
-            match proc.wait_ready() {
-                Ok(()) => return Ok(proc),
-                Err(e) => {
-                    let tail = proc.log_tail(30);
-                    drop(proc);
-                    let e = e.context(format!("{} log tail:\n{tail}", spec.name));
-                    if !tail.contains("address already in use") {
-                        return Err(e);
-                    }
-                    last = e;
-                }
-            }
-        }
-        Err(last)
-    }
-
-    fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                bail!("{} exited before it was ready ({status})", self.name);
-            }
-            if let Ok((200, _)) = self.get("/-/ready") {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!("{} not ready within {READY_TIMEOUT:?}", self.name);
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
+            Ok(cmd)
+        };
+        let ready = |addr: SocketAddr| {
+            matches!(
+                request(addr, &spec.transport, "GET", "/-/ready", None),
+                Ok((200, _))
+            )
+        };
+        let proc = ServerProcess::start(
+            spec.name,
+            spec.dir.join("prometheus.log"),
+            READY_TIMEOUT,
+            command,
+            ready,
+        )?;
+        Ok(PromProc {
+            name: spec.name.to_owned(),
+            proc,
+            dir: spec.dir.clone(),
+            transport: spec.transport.clone(),
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.proc.addr()
     }
 
     /// True while the process runs.
     pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        self.proc.is_running()
     }
 
     pub fn get(&self, path_and_query: &str) -> Result<(u16, String)> {
-        request(self.addr, &self.transport, "GET", path_and_query, None)
+        request(self.addr(), &self.transport, "GET", path_and_query, None)
     }
 
     /// POST `/-/reload` (needs `--web.enable-lifecycle`).
     pub fn reload(&self) -> Result<(u16, String)> {
-        request(self.addr, &self.transport, "POST", "/-/reload", None)
+        request(self.addr(), &self.transport, "POST", "/-/reload", None)
     }
 
     /// Instant query at the server's "now".
@@ -415,13 +386,11 @@ impl PromProc {
 
     /// The whole log.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        self.proc.log()
     }
 
     pub fn log_tail(&self, n: usize) -> String {
-        let text = self.log();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        self.proc.log_tail(n)
     }
 
     /// `/api/v1/targets`, compacted to one line per target.
@@ -452,20 +421,13 @@ impl PromProc {
         format!(
             "=== {} ({}) log tail:\n{}\n=== {} targets:\n{}=== {} prometheus.yml:\n{}\n",
             self.name,
-            self.addr,
+            self.addr(),
             self.log_tail(25),
             self.name,
             self.targets(),
             self.name,
             config
         )
-    }
-}
-
-impl Drop for PromProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
