@@ -14,23 +14,23 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::fs::File;
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 
+use super::process::ServerProcess;
+
 /// How long a single HTTP exchange with Prometheus may take.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a server may take to report ready (loading blocks on a busy 2-core machine).
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// Ports tried before giving up when another process grabs the port we picked.
-const PORT_ATTEMPTS: usize = 5;
 
 const INSTALL_HINT: &str = "install Debian's package: apt-get install -y prometheus";
 
@@ -232,9 +232,8 @@ pub struct PromOptions {
 /// A running `prometheus` on 127.0.0.1; killed when dropped.
 #[derive(Debug)]
 pub struct Prometheus {
-    child: Child,
+    proc: ServerProcess,
     addr: SocketAddr,
-    log_path: PathBuf,
     // Holds the config, log and default storage until the process is gone.
     _dir: tempfile::TempDir,
 }
@@ -259,45 +258,25 @@ impl Prometheus {
             Some(p) => p.clone(),
             None => dir.path().join("data"),
         };
-        let log_path = dir.path().join("prometheus.log");
-
-        let mut last_err = anyhow!("no attempt made");
-        for _ in 0..PORT_ATTEMPTS {
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-            let log = File::create(&log_path)?;
-            let mut child = Command::new(&bin)
-                .arg(format!("--config.file={}", config_path.display()))
-                .arg(format!("--storage.tsdb.path={}", storage.display()))
-                .arg(format!("--web.listen-address={addr}"))
-                .args(&opts.extra_args)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .with_context(|| format!("spawning {}", bin.display()))?;
-            match wait_ready(&mut child, addr, READY_TIMEOUT) {
-                Ok(()) => {
-                    return Ok(Prometheus {
-                        child,
-                        addr,
-                        log_path,
-                        _dir: dir,
-                    });
-                }
-                Err(e) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    let tail = read_tail(&log_path, 30);
-                    let e = e.context(format!("prometheus log tail:\n{tail}"));
-                    if !tail.contains("address already in use") {
-                        return Err(e);
-                    }
-                    // Someone took the port between our probe and the bind: try another one.
-                    last_err = e;
-                }
-            }
-        }
-        Err(last_err)
+        let proc = ServerProcess::start(
+            "prometheus",
+            dir.path().join("prometheus.log"),
+            READY_TIMEOUT,
+            |addr| {
+                let mut cmd = Command::new(&bin);
+                cmd.arg(format!("--config.file={}", config_path.display()))
+                    .arg(format!("--storage.tsdb.path={}", storage.display()))
+                    .arg(format!("--web.listen-address={addr}"))
+                    .args(&opts.extra_args);
+                Ok(cmd)
+            },
+            |addr| matches!(http_get(addr, "/-/ready"), Ok((200, _))),
+        )?;
+        Ok(Prometheus {
+            addr: proc.addr(),
+            proc,
+            _dir: dir,
+        })
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -312,7 +291,7 @@ impl Prometheus {
 
     /// The last `n` lines of the server's log, for failure messages.
     pub fn log_tail(&self, n: usize) -> String {
-        read_tail(&self.log_path, n)
+        self.proc.log_tail(n)
     }
 
     /// GETs `path_and_query` and returns the decoded JSON body of a 2xx answer.
@@ -377,36 +356,6 @@ impl Prometheus {
             thread::sleep(Duration::from_millis(250));
         }
     }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Polls `/-/ready` every 100 ms until it answers 200, the process exits, or `timeout` passes.
-fn wait_ready(child: &mut Child, addr: SocketAddr, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            bail!("prometheus on {addr} exited before it was ready ({status})");
-        }
-        if let Ok((200, _)) = http_get(addr, "/-/ready") {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!("prometheus on {addr} not ready within {timeout:?}");
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn read_tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Decodes the `data` of a `/api/v1/query` answer (scalar or vector).
