@@ -449,12 +449,12 @@ impl<'a> Parser<'a> {
                 let neg = self.sign()?;
                 let n = self.number()?;
                 let at = AtModifier::try_from(if neg { -n } else { n }).ok()?;
-                e = at_modifier(e, at)?;
+                e = with_modifier(e, Modifier::At(at))?;
             } else if self.keyword("offset") {
                 let neg = self.sign()?;
                 let d = self.duration()?;
                 let off = if neg { Offset::Neg(d) } else { Offset::Pos(d) };
-                e = offset(e, off)?;
+                e = with_modifier(e, Modifier::Offset(off))?;
             } else {
                 self.i = save;
                 return Some(e);
@@ -878,42 +878,27 @@ impl<'a> Parser<'a> {
     }
 }
 
-/// promql-parser's `offset_expr`, then `check_ast` of the result.
-fn offset(e: Expr, off: Offset) -> Option<Expr> {
-    match e {
-        Expr::VectorSelector(mut vs) if vs.offset.is_none() => {
-            vs.offset = Some(off);
-            Some(Expr::VectorSelector(vs))
-        }
-        Expr::MatrixSelector(mut ms) if ms.vs.offset.is_none() => {
-            ms.vs.offset = Some(off);
-            Some(Expr::MatrixSelector(ms))
-        }
-        Expr::Subquery(mut s) if s.offset.is_none() => {
-            s.offset = Some(off);
-            Some(Expr::Subquery(s))
-        }
-        _ => None,
-    }
+/// An `offset` or `@` after an expression.
+enum Modifier {
+    Offset(Offset),
+    At(AtModifier),
 }
 
-/// promql-parser's `at_expr`: `@` once, on a selector or a subquery.
-fn at_modifier(e: Expr, at: AtModifier) -> Option<Expr> {
-    match e {
-        Expr::VectorSelector(mut vs) if vs.at.is_none() => {
-            vs.at = Some(at);
-            Some(Expr::VectorSelector(vs))
-        }
-        Expr::MatrixSelector(mut ms) if ms.vs.at.is_none() => {
-            ms.vs.at = Some(at);
-            Some(Expr::MatrixSelector(ms))
-        }
-        Expr::Subquery(mut s) if s.at.is_none() => {
-            s.at = Some(at);
-            Some(Expr::Subquery(s))
-        }
-        _ => None,
+/// promql-parser's `offset_expr` and `at_expr`: each modifier at most once, on a selector or a
+/// subquery.
+fn with_modifier(mut e: Expr, m: Modifier) -> Option<Expr> {
+    let (offset, at) = match &mut e {
+        Expr::VectorSelector(vs) => (&mut vs.offset, &mut vs.at),
+        Expr::MatrixSelector(ms) => (&mut ms.vs.offset, &mut ms.vs.at),
+        Expr::Subquery(s) => (&mut s.offset, &mut s.at),
+        _ => return None,
+    };
+    match m {
+        Modifier::Offset(o) if offset.is_none() => *offset = Some(o),
+        Modifier::At(a) if at.is_none() => *at = Some(a),
+        _ => return None,
     }
+    Some(e)
 }
 
 /// promql-parser's `check_ast_for_binary_expr`, declining where it would fail.
