@@ -36,6 +36,10 @@ pub fn promql_rewrite(data: &[u8]) {
     let Ok(src) = std::str::from_utf8(rest) else {
         return;
     };
+    // The fast PromQL path builds promql-parser's exact tree, or leaves the text to it.
+    if let Err(e) = promfed::promql::check_fast_parser(src) {
+        panic!("fast PromQL parser disagrees with promql-parser: {e}");
+    }
     let opts = RewriteOptions {
         label: if flags & 0x80 == 0 {
             "cluster"
