@@ -168,6 +168,73 @@ fn print(label: &str, mut s: Summary) {
     );
 }
 
+/// The floor of the stack, in its own thread and runtime (two workers, as `promfed serve` on
+/// two cores): the same certificate, rustls, hyper and axum as promfed, answering every
+/// `POST /mutate` (body read in full) with the fixed response promfed gives for the review,
+/// without any review. What the load generator and the stacks cost on this machine.
+fn spawn_floor_server(dir: &Path, answer: Vec<u8>) -> SocketAddr {
+    use rustls_pki_types::pem::PemObject;
+    let certs: Vec<rustls_pki_types::CertificateDer<'static>> =
+        rustls_pki_types::CertificateDer::pem_file_iter(dir.join("tls.crt"))
+            .expect("cert")
+            .collect::<Result<_, _>>()
+            .expect("cert");
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(dir.join("tls.key")).expect("key");
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("server config");
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let answer = axum::body::Bytes::from(answer);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let router = axum::Router::new().route(
+                "/mutate",
+                axum::routing::post(move |_body: axum::body::Bytes| {
+                    let answer = answer.clone();
+                    async move { ([("content-type", "application/json")], answer) }
+                }),
+            );
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = tcp.set_nodelay(true);
+                let (acceptor, router) = (acceptor.clone(), router.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let builder = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    );
+                    let _ = builder
+                        .serve_connection(
+                            hyper_util::rt::TokioIo::new(tls),
+                            hyper_util::service::TowerToHyperService::new(router),
+                        )
+                        .await;
+                });
+            }
+        });
+    });
+    addr
+}
+
 async fn one(client: &reqwest::Client, url: &str, body: &axum::body::Bytes) -> bool {
     match client
         .post(url)
@@ -380,6 +447,20 @@ async fn parent() {
         "server CPU during fixed rate: {:.2} s over {wall:.2} s wall = {:.0}% of one core",
         cpu1 - cpu0,
         (cpu1 - cpu0) / wall * 100.0
+    );
+    // The same load against the floor server: what is left is the stacks and the machine.
+    let answer = promfed::admission::review(review_bytes, &values)
+        .expect("review")
+        .body;
+    let floor_addr = spawn_floor_server(dir.path(), answer);
+    let floor_url = format!("https://{floor_addr}/mutate");
+    for _ in 0..50 {
+        one(&client, &floor_url, &body).await;
+    }
+    let floor = fixed_rate(&client, &floor_url, &body, rate, secs, concurrency).await;
+    print(
+        &format!("floor (same TLS and HTTP stacks, fixed answer, no review) at {rate}/s"),
+        floor,
     );
     let flat_secs = secs.clamp(1, 5);
     let flat = flat_out(&client, &url, &body, flat_secs, concurrency.min(32)).await;
