@@ -237,12 +237,7 @@ impl<'a> Parser<'a> {
             if c.is_ascii_whitespace() {
                 self.i += 1;
             } else if c == b'#' {
-                while let Some(c) = self.peek() {
-                    self.i += 1;
-                    if c == b'\n' || c == b'\r' {
-                        break;
-                    }
-                }
+                self.i = super::comment_end(self.b, self.i);
             } else {
                 break;
             }
