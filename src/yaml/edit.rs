@@ -279,19 +279,8 @@ impl<'t, 'a> Editor<'t, 'a> {
     }
 
     fn entry_lines(&self, key: &str, value: &Value, col: usize) -> Vec<String> {
-        if !is_nonempty_collection(value) {
-            // One line, as `block_lines` writes it (the common case: a label, an `expr`).
-            return vec![format!(
-                "{}{}: {}",
-                " ".repeat(col),
-                scalar(key, false),
-                value_scalar(value, false)
-            )];
-        }
-        let mut map = serde_yaml::Mapping::new();
-        map.insert(Value::String(key.to_owned()), value.clone());
         let mut lines = Vec::new();
-        block_lines(&Value::Mapping(map), col, self.layout, &mut lines);
+        entry_into(&scalar(key, false), value, col, self.layout, &mut lines);
         lines
     }
 
@@ -605,6 +594,24 @@ pub fn flow(v: &Value) -> String {
     }
 }
 
+/// One block mapping entry `key: value` (`key` already written as a scalar), the key at column
+/// `indent`: a scalar value on the key's line, a collection on the lines below.
+fn entry_into(key: &str, val: &Value, indent: usize, layout: Layout, out: &mut Vec<String>) {
+    let pad = " ".repeat(indent);
+    match val {
+        Value::Mapping(inner) if !inner.is_empty() => {
+            out.push(format!("{pad}{key}:"));
+            block_lines(val, indent + layout.map_step, layout, out);
+        }
+        // Lists of scalars stay on the key's line (`source_labels: [a, b]`).
+        Value::Sequence(inner) if !inner.is_empty() && inner.iter().any(is_nonempty_collection) => {
+            out.push(format!("{pad}{key}:"));
+            block_lines(val, indent + layout.seq_step, layout, out);
+        }
+        other => out.push(format!("{pad}{key}: {}", value_scalar(other, false))),
+    }
+}
+
 /// `v` in block style, each line indented by `indent` columns (mappings and sequences only;
 /// scalars and empty collections take one line).
 pub fn block_lines(v: &Value, indent: usize, layout: Layout, out: &mut Vec<String>) {
@@ -612,21 +619,7 @@ pub fn block_lines(v: &Value, indent: usize, layout: Layout, out: &mut Vec<Strin
     match v {
         Value::Mapping(m) if !m.is_empty() => {
             for (k, val) in m {
-                let key = value_scalar(k, false);
-                match val {
-                    Value::Mapping(inner) if !inner.is_empty() => {
-                        out.push(format!("{pad}{key}:"));
-                        block_lines(val, indent + layout.map_step, layout, out);
-                    }
-                    // Lists of scalars stay on the key's line (`source_labels: [a, b]`).
-                    Value::Sequence(inner)
-                        if !inner.is_empty() && inner.iter().any(is_nonempty_collection) =>
-                    {
-                        out.push(format!("{pad}{key}:"));
-                        block_lines(val, indent + layout.seq_step, layout, out);
-                    }
-                    other => out.push(format!("{pad}{key}: {}", value_scalar(other, false))),
-                }
+                entry_into(&value_scalar(k, false), val, indent, layout, out);
             }
         }
         Value::Sequence(items) if !items.is_empty() => {
