@@ -59,10 +59,9 @@ fn rewrite_data(
     let empty = std::collections::BTreeMap::new();
     let data = cm.data.as_ref().unwrap_or(&empty);
     if let Some(text) = data.get(PROMETHEUS_YML) {
-        let (edit, _) = memo.get_or_rewrite(PROMETHEUS_YML, text, || {
+        let edit = memo.get_or_rewrite(PROMETHEUS_YML, text, || {
             scrape::rewrite_prometheus_yml(PROMETHEUS_YML, text, values)
-        });
-        let edit = edit?;
+        })?;
         warnings.extend(edit.warnings);
         if let Some(new) = edit.text {
             changed.push((PROMETHEUS_YML.to_owned(), new));
@@ -77,9 +76,8 @@ fn rewrite_data(
             }
             continue;
         };
-        let (edit, _) =
-            memo.get_or_rewrite(key, text, || rules::rewrite_rule_file(key, text, values));
-        let edit = edit?;
+        let edit =
+            memo.get_or_rewrite(key, text, || rules::rewrite_rule_file(key, text, values))?;
         warnings.extend(edit.warnings);
         if let Some(new) = edit.text {
             changed.push((key.clone(), new));

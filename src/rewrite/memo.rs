@@ -39,17 +39,6 @@ struct Entry {
     bytes: usize,
 }
 
-/// Did a lookup find the key's rewrite?
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lookup {
-    /// Answered from the memo.
-    Hit,
-    /// Computed (and remembered if it fits).
-    Miss,
-    /// The memo holds nothing (capacity zero).
-    Off,
-}
-
 impl Memo {
     /// A memo holding at most `capacity_bytes` of input and output text.
     pub fn new(capacity_bytes: usize) -> Self {
@@ -75,14 +64,16 @@ impl Memo {
     }
 
     /// The rewrite of data key `key` holding `text`: remembered, or computed by `rewrite`.
+    /// Lookups are counted (hits and misses); a memo of capacity zero neither looks up nor
+    /// counts.
     pub fn get_or_rewrite<E>(
         &self,
         key: &str,
         text: &str,
         rewrite: impl FnOnce() -> Result<Edit, E>,
-    ) -> (Result<Edit, E>, Lookup) {
+    ) -> Result<Edit, E> {
         if self.capacity_bytes == 0 {
-            return (rewrite(), Lookup::Off);
+            return rewrite();
         }
         let hash = hash_of(key, text);
         {
@@ -95,7 +86,7 @@ impl Memo {
                 let edit = entry.edit.clone();
                 entries.push(entry);
                 self.hits.inc();
-                return (Ok(edit), Lookup::Hit);
+                return Ok(edit);
             }
         }
         // Computed outside the lock: other requests are not held up by this one.
@@ -104,7 +95,7 @@ impl Memo {
         if let Ok(edit) = &result {
             self.remember(hash, key, text, edit);
         }
-        (result, Lookup::Miss)
+        result
     }
 
     fn remember(&self, hash: u64, key: &str, text: &str, edit: &Edit) {
@@ -172,27 +163,53 @@ mod tests {
         move || Ok(edit(s))
     }
 
+    /// How a lookup went, from the memo's counters.
+    #[derive(Debug, PartialEq)]
+    enum Lookup {
+        Hit,
+        Miss,
+        Off,
+    }
+
+    /// `get_or_rewrite`, with how it went.
+    fn lookup<E>(
+        m: &Memo,
+        key: &str,
+        text: &str,
+        rewrite: impl FnOnce() -> Result<Edit, E>,
+    ) -> (Result<Edit, E>, Lookup) {
+        let (hits, misses) = (m.hits.get(), m.misses.get());
+        let result = m.get_or_rewrite(key, text, rewrite);
+        let how = match (m.hits.get() - hits, m.misses.get() - misses) {
+            (1, 0) => Lookup::Hit,
+            (0, 1) => Lookup::Miss,
+            (0, 0) => Lookup::Off,
+            other => panic!("one lookup counted as {other:?}"),
+        };
+        (result, how)
+    }
+
     #[test]
     fn repeats_are_answered_from_the_memo_and_equal_the_computation() {
         let m = Memo::new(1 << 20);
-        let (first, l1) = m.get_or_rewrite("k", "text", ok("new"));
+        let (first, l1) = lookup(&m, "k", "text", ok("new"));
         assert_eq!(l1, Lookup::Miss);
-        let (again, l2) = m.get_or_rewrite("k", "text", || -> Result<Edit, ()> {
+        let (again, l2) = lookup(&m, "k", "text", || -> Result<Edit, ()> {
             panic!("must not recompute")
         });
         assert_eq!(l2, Lookup::Hit);
         assert_eq!(first, again);
         // Another key or another text is another entry.
-        assert_eq!(m.get_or_rewrite("k2", "text", ok("x")).1, Lookup::Miss);
-        assert_eq!(m.get_or_rewrite("k", "text2", ok("y")).1, Lookup::Miss);
-        assert_eq!(m.get_or_rewrite("k", "text", ok("z")).0, Ok(edit("new")));
+        assert_eq!(lookup(&m, "k2", "text", ok("x")).1, Lookup::Miss);
+        assert_eq!(lookup(&m, "k", "text2", ok("y")).1, Lookup::Miss);
+        assert_eq!(lookup(&m, "k", "text", ok("z")).0, Ok(edit("new")));
     }
 
     #[test]
     fn errors_are_not_remembered() {
         let m = Memo::new(1 << 20);
-        assert_eq!(m.get_or_rewrite("k", "t", || Err::<Edit, _>(1)).0, Err(1));
-        assert_eq!(m.get_or_rewrite("k", "t", || Err::<Edit, _>(2)).0, Err(2));
+        assert_eq!(lookup(&m, "k", "t", || Err::<Edit, _>(1)).0, Err(1));
+        assert_eq!(lookup(&m, "k", "t", || Err::<Edit, _>(2)).0, Err(2));
         assert_eq!(m.held_bytes(), 0);
     }
 
@@ -200,7 +217,7 @@ mod tests {
     fn bounded_by_bytes_least_recently_used_out() {
         let big = "x".repeat(1000);
         let m = Memo::new(3 * (ENTRY_OVERHEAD + 1 + 1000 + 3 + 1));
-        let run = |k: &str| m.get_or_rewrite(k, &big, || Ok::<_, ()>(edit("new"))).1;
+        let run = |k: &str| lookup(&m, k, &big, || Ok::<_, ()>(edit("new"))).1;
         assert_eq!(run("a"), Lookup::Miss);
         assert_eq!(run("b"), Lookup::Miss);
         assert_eq!(run("c"), Lookup::Miss);
@@ -213,7 +230,7 @@ mod tests {
         // Too big for the memo at all: computed every time, nothing evicted for it.
         let huge = "y".repeat(10_000);
         assert_eq!(
-            m.get_or_rewrite("h", &huge, || Ok::<_, ()>(edit("n"))).1,
+            lookup(&m, "h", &huge, || Ok::<_, ()>(edit("n"))).1,
             Lookup::Miss
         );
         assert_eq!(run("b"), Lookup::Hit);
@@ -222,8 +239,8 @@ mod tests {
     #[test]
     fn off_remembers_nothing() {
         let m = Memo::off();
-        assert_eq!(m.get_or_rewrite("k", "t", ok("a")).1, Lookup::Off);
-        assert_eq!(m.get_or_rewrite("k", "t", ok("a")).1, Lookup::Off);
+        assert_eq!(lookup(&m, "k", "t", ok("a")).1, Lookup::Off);
+        assert_eq!(lookup(&m, "k", "t", ok("a")).1, Lookup::Off);
         assert_eq!(m.held_bytes(), 0);
     }
 }
